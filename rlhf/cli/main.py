@@ -1,0 +1,66 @@
+"""The ``rlhf`` command: one subcommand per stage, each configured by its dataclass.
+
+``rlhf <stage> --help`` lists every option of that stage with its default;
+``rlhf <stage> --config run.yaml --learning_rate 1e-5`` loads a YAML file and overrides it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Sequence
+
+# stage -> (module holding CONFIG_CLASS and run(config), one-line description)
+STAGES: dict[str, tuple[str, str]] = {
+    "sft": ("rlhf.trainers.sft", "Stage 1: supervised fine-tuning on (prompt, completion) demonstrations."),
+    "rm": ("rlhf.trainers.reward", "Stage 2: train a reward model on pairwise comparisons (Bradley-Terry)."),
+    "ppo": ("rlhf.trainers.ppo", "Stage 3: PPO against a frozen reward model with a per-token KL penalty."),
+    "dpo": ("rlhf.trainers.dpo", "Direct Preference Optimization (and IPO, hinge, conservative DPO)."),
+    "demo": ("rlhf.pipeline.demo", "Run the whole pipeline on the embedded task and measure whether RLHF worked."),
+    "pipeline": ("rlhf.pipeline.pipeline", "Run SFT -> RM -> PPO on your own models and data from one YAML file."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: rlhf <stage> [--config FILE.yaml] [--option value ...]", "", "stages:"]
+    width = max(len(name) for name in STAGES)
+    for name, (_, description) in STAGES.items():
+        lines.append(f"  {name.ljust(width)}  {description}")
+    lines += ["", "`rlhf <stage> --help` lists every option of a stage and its default."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Never reach the Hub: every model and dataset is a local path.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("--version", "-V"):
+        from rlhf import __version__
+
+        print(f"rlhf {__version__}")
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"rlhf: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage][0])
+    from rlhf.config.base import ConfigError, parse_config
+    from rlhf.data.errors import DataError
+
+    try:
+        config = parse_config(module.CONFIG_CLASS, rest, prog=f"rlhf {stage}", description=STAGES[stage][1])
+        module.run(config)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"rlhf {stage}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

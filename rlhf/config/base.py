@@ -1,0 +1,155 @@
+"""Config machinery shared by every stage: YAML files, command-line overrides, saving.
+
+Each stage has one dataclass (``SFTConfig``, ``RewardConfig``, ...) whose fields carry
+their documentation in ``metadata["help"]``. A run is configured, in increasing
+priority, by the dataclass defaults, a YAML file (``--config run.yaml``) and
+command-line flags (``--learning_rate 1e-5``). The parser is transformers'
+``HfArgumentParser``, so flags look exactly like Hugging Face's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+from rlhf.embedded import EMBEDDED_BASE_MODEL
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config file or a combination of options a run cannot start with."""
+
+
+@dataclass
+class TrainingConfig:
+    """Options every training stage shares; names follow transformers' TrainingArguments."""
+
+    model_name_or_path: str = field(
+        default=EMBEDDED_BASE_MODEL,
+        metadata={"help": "Local folder of a causal LM in save_pretrained format. Nothing is ever "
+                  "downloaded. Default: the embedded base model shipped with the package."},
+    )
+    output_dir: str = field(
+        default="runs/out",
+        metadata={"help": "Where the run writes its config, metrics, TensorBoard events and checkpoints."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for every random number generator; same seed, same run."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (decoupled)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "Learning-rate schedule after warm-up: linear, cosine or constant."},
+    )
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this value (0 disables)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Examples per process per forward pass."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Forward passes accumulated into one optimizer step."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training data (ignored when max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; -1 means derive them from num_train_epochs."})
+    logging_steps: int = field(default=10, metadata={"help": "Write metrics every this many optimizer steps."})
+    save_steps: int = field(default=0, metadata={"help": "Save a checkpoint every this many optimizer steps (0: only at the end)."})
+    report_to: str = field(
+        default="tensorboard",
+        metadata={"help": "Where metrics go besides metrics.jsonl: tensorboard or none."},
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 autocast. Only where the device runs bf16 natively (GPUs); a CPU without it is ~30x slower."},
+    )
+    max_length: int = field(default=512, metadata={"help": "Longest tokenised sequence (prompt + response) in tokens."})
+    truncation: bool = field(
+        default=True,
+        metadata={"help": "Truncate sequences longer than max_length; when false, such a record is an error."},
+    )
+    skip_bad_records: bool = field(
+        default=False,
+        metadata={"help": "Report and skip malformed data records (with a count at the end) instead of stopping."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow model code shipped with the checkpoint to run. Off unless you trust its source."},
+    )
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+    def validate(self) -> None:
+        """Rules that span fields; raise ConfigError with a message a user understands."""
+        if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"lr_scheduler_type must be linear, cosine or constant, got {self.lr_scheduler_type!r}")
+        if self.report_to not in ("tensorboard", "none"):
+            raise ConfigError(f"report_to must be tensorboard or none, got {self.report_to!r}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConfigError("set max_steps > 0 or num_train_epochs > 0")
+
+
+def load_yaml_config(path: str | Path, config_cls: type) -> dict[str, Any]:
+    """Read a YAML mapping of option -> value, rejecting keys the stage does not know."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)} for {config_cls.__name__}")
+    return values
+
+
+def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | None = None,
+                 description: str | None = None) -> C:
+    """Build a stage config from defaults < ``--config`` YAML < command-line flags, then validate it."""
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+
+    parser = HfArgumentParser(config_cls, prog=prog, description=description)
+    parser.add_argument("--config", default=None, help="YAML file of options; flags on the command line override it.")
+    if known.config:
+        parser.set_defaults(**load_yaml_config(known.config, config_cls))
+    # The parser also returns a namespace holding --config; the dataclass comes first.
+    config = parser.parse_args_into_dataclasses(args=list(rest), look_for_args_file=False)[0]
+    config.validate()
+    return config
+
+
+def config_from_dict(config_cls: type[C], values: dict[str, Any]) -> C:
+    """Build and validate a config from a plain mapping (e.g. one section of a pipeline YAML)."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {config_cls.__name__}")
+    config = config_cls(**values)
+    config.validate()
+    return config
+
+
+def save_config(config: Any, output_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config next to the run's outputs, so the run can be repeated exactly."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / name
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(config))), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,111 @@
+"""Stage 3 options: PPO against a frozen reward with a per-token KL penalty to the reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config.base import ConfigError, TrainingConfig
+
+
+@dataclass
+class PPOConfig(TrainingConfig):
+    """Token-level PPO (Ziegler et al. 2019; InstructGPT section 3.5, "RL").
+
+    One step = one rollout of ``rollout_batch_size`` prompts per process, then ``ppo_epochs``
+    passes over it in minibatches of ``per_device_train_batch_size``."""
+
+    model_name_or_path: str = field(default="", metadata={"help": "The starting policy: normally the SFT checkpoint."})
+    ref_model_path: str = field(default="", metadata={"help": "Frozen reference for the KL penalty; empty: the starting policy."})
+    reward_model_path: str = field(
+        default="",
+        metadata={"help": "Reward model checkpoint (from `rlhf rm`); several comma-separated paths make an ensemble (mean)."},
+    )
+    reward_function: str = field(
+        default="",
+        metadata={"help": "Instead of a reward model: a Python function module:name called as f(prompts, responses, "
+                  "ended) -> list of floats (programmatic or execution-based rewards)."},
+    )
+    value_model: str = field(
+        default="separate",
+        metadata={"help": "separate: a value model with its own backbone; shared: a value head on the policy's backbone."},
+    )
+    value_model_path: str = field(
+        default="",
+        metadata={"help": "Where the separate value model starts; empty: the reward model (else the policy)."},
+    )
+    prompts_file: str = field(default="", metadata={"help": "Prompts ({prompt} or conversational) for rollouts."})
+    eval_prompts_file: str = field(default="", metadata={"help": "Held-out prompts scored at the end (and every eval_steps)."})
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate on eval_prompts_file every this many PPO steps (0: only at the end)."})
+    max_prompt_length: int = field(default=128, metadata={"help": "Prompts longer than this keep their last tokens."})
+    rollout_batch_size: int = field(default=64, metadata={"help": "Prompts sampled per PPO step per process."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Rollouts per PPO minibatch per process (times gradient_accumulation_steps)."})
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch, reshuffled each time."})
+    max_steps: int = field(default=100, metadata={"help": "PPO steps (rollout + optimisation) to run."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of AdamW (policy and value)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule after warm-up: linear, cosine or constant."})
+    logging_steps: int = field(default=1, metadata={"help": "Write metrics every this many PPO steps."})
+    # Sampling
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest response in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; log-probs are taken at this temperature too."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0: all)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
+    # Rewards
+    missing_eos_penalty: float = field(
+        default=0.0,
+        metadata={"help": "Subtracted from the score of a response that never reaches end-of-text (0: off)."},
+    )
+    reward_normalization: str = field(
+        default="running",
+        metadata={"help": "none; running (running mean/std of scores); rm_stats (the reward model's saved training mean/std)."},
+    )
+    reward_clip: float = field(default=5.0, metadata={"help": "Clip normalised scores to [-c, c] (0: no clipping)."})
+    kl_coef: float = field(default=0.05, metadata={"help": "beta of the per-token penalty r_t = -beta * KL_t (the start value if adaptive)."})
+    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1 (log ratio) or k3 (non-negative, lower variance)."})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Move beta toward target_kl (Ziegler et al. 2019) instead of keeping it fixed."})
+    target_kl: float = field(default=6.0, metadata={"help": "KL per sequence (nats) the adaptive controller aims for."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Horizon (in rollouts) of the adaptive controller."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards (without re-adding the mean) before GAE."})
+    # Advantages and losses
+    gamma: float = field(default=1.0, metadata={"help": "Discount of GAE over response tokens."})
+    lam: float = field(default=0.95, metadata={"help": "lambda of GAE."})
+    cliprange: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip around the rollout's values."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss in the joint loss."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus weight (0: none)."})
+    # Reporting
+    gold_reward_function: str = field(
+        default="",
+        metadata={"help": "Optional module:name of a gold reward f(prompts, responses, ended) logged as gold/score "
+                  "(never used for training); the embedded task's is rlhf.embedded.gold:batch_gold_reward."},
+    )
+    sample_every: int = field(default=10, metadata={"help": "Log a few sample responses every this many steps (0: never)."})
+    num_samples_to_log: int = field(default=3, metadata={"help": "How many sample responses each time."})
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model_name_or_path:
+            raise ConfigError("ppo needs --model_name_or_path (the SFT policy)")
+        if not self.prompts_file:
+            raise ConfigError("ppo needs --prompts_file")
+        if bool(self.reward_model_path) == bool(self.reward_function):
+            raise ConfigError("ppo needs exactly one of --reward_model_path and --reward_function")
+        if self.value_model not in ("separate", "shared"):
+            raise ConfigError(f"value_model must be separate or shared, got {self.value_model!r}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
+        if self.reward_normalization not in ("none", "running", "rm_stats"):
+            raise ConfigError(f"reward_normalization must be none, running or rm_stats, got {self.reward_normalization!r}")
+        if self.reward_normalization == "rm_stats" and not self.reward_model_path:
+            raise ConfigError("reward_normalization rm_stats needs --reward_model_path")
+        minibatch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if self.rollout_batch_size % minibatch:
+            raise ConfigError(f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of "
+                              f"per_device_train_batch_size x gradient_accumulation_steps ({minibatch})")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be > 0 (log-probs are taken at the sampling temperature)")
+        if self.max_steps <= 0:
+            raise ConfigError("ppo counts its length in PPO steps: set max_steps > 0")
+
+    @property
+    def num_minibatches(self) -> int:
+        return self.rollout_batch_size // (self.per_device_train_batch_size * self.gradient_accumulation_steps)

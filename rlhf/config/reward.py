@@ -1,0 +1,63 @@
+"""Stage 2 options: the reward model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config.base import ConfigError, TrainingConfig
+
+
+@dataclass
+class RewardConfig(TrainingConfig):
+    """Train a scalar reward on pairwise comparisons with the Bradley-Terry loss."""
+
+    model_name_or_path: str = field(
+        default="",
+        metadata={"help": "Local causal LM to start the backbone from: normally the SFT checkpoint (InstructGPT 3.5)."},
+    )
+    train_file: str = field(
+        default="",
+        metadata={"help": "Comparisons ({prompt, chosen, rejected}, HH-RLHF {chosen, rejected}, conversational) "
+                  "or rankings ({prompt, responses, ranking}), expanded to K(K-1)/2 pairs."},
+    )
+    eval_file: str = field(default="", metadata={"help": "Held-out comparisons; empty: hold out eval_fraction of train_file."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Fraction of train_file held out when eval_file is empty."})
+    use_margin: bool = field(default=True, metadata={"help": "Subtract each pair's 'margin' inside the loss when the data has one (Llama 2)."})
+    center_rewards_coefficient: float = field(
+        default=0.0,
+        metadata={"help": "Weight of mean((r_chosen + r_rejected)^2), which keeps rewards near zero mean (0 disables)."},
+    )
+    labeler_weights: str = field(
+        default="",
+        metadata={"help": "Per-labeler loss weights as name=weight,name=weight (others 1.0), e.g. to down-weight "
+                  "new or low-agreement labelers."},
+    )
+    calibration_bins: int = field(default=5, metadata={"help": "Bins of predicted confidence for the calibration table."})
+    stats_max_pairs: int = field(
+        default=2000,
+        metadata={"help": "Training pairs scored after training for the reward mean/std saved with the model (PPO normalises with them)."},
+    )
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0."})
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model_name_or_path:
+            raise ConfigError("rm needs --model_name_or_path (normally the SFT checkpoint)")
+        if not self.train_file:
+            raise ConfigError("rm needs --train_file (comparisons or rankings)")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        self.parsed_labeler_weights()
+
+    def parsed_labeler_weights(self) -> dict[str, float]:
+        weights = {}
+        for item in filter(None, (s.strip() for s in self.labeler_weights.split(","))):
+            name, sep, value = item.partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep or not name.strip():
+                raise ConfigError(f"labeler_weights: expected name=weight, got {item!r}")
+        return weights

@@ -1,0 +1,58 @@
+"""How good is a policy on held-out prompts: gold reward, reward-model score, KL to the
+reference and response length, from one sampled response per prompt.
+
+The KL is the sequence-level estimate sum_t [log pi(y_t) - log pi_ref(y_t)] on the policy's
+own samples (an unbiased estimate of KL(pi || pi_ref) at the sampling temperature).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from rlhf.data import collate_prompts
+from rlhf.rollout.generation import SamplingParams, decode_responses, generate
+from rlhf.rollout.logprobs import response_logprobs
+
+
+@torch.no_grad()
+def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling: SamplingParams, reward=None,
+                    gold_function: Callable | None = None, batch_size: int = 64, accelerator=None,
+                    seed: int = 1234) -> dict[str, float]:
+    """Mean gold score, reward score, KL to ``reference`` and length over ``prompts`` (each
+    process takes its share when ``accelerator`` spans several). Sampling is seeded so that two
+    policies are compared on the same random stream; the caller's RNG state is restored."""
+    device = next(policy.parameters()).device
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    rng_state = torch.random.get_rng_state()
+    torch.manual_seed(seed + rank)
+    totals: dict[str, float] = {}
+    count = 0
+    mine = prompts[rank::world]
+    for start in range(0, len(mine), batch_size):
+        batch = collate_prompts(mine[start:start + batch_size], tokenizer.pad_token_id)
+        rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
+                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+        mask = rollout.response_mask.float()
+        logprobs = response_logprobs(policy, rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
+                                     sampling.temperature)
+        ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask,
+                                         rollout.prompt_length, sampling.temperature)
+        prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+        response_texts = decode_responses(tokenizer, rollout)
+        sums = {"kl": ((logprobs - ref_logprobs) * mask).sum().item(), "length": mask.sum().item(),
+                "ended_frac": rollout.ended.float().sum().item()}
+        if reward is not None:
+            sums["score"] = reward(rollout, prompt_texts, response_texts).sum().item()
+        if gold_function is not None:
+            sums["gold"] = float(sum(gold_function(prompt_texts, response_texts, rollout.ended.tolist())))
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + value
+        count += len(response_texts)
+    torch.random.set_rng_state(rng_state)
+    keys = sorted(totals)
+    vector = torch.tensor([totals[k] for k in keys] + [float(count)], dtype=torch.float64)
+    if accelerator is not None and world > 1:
+        vector = accelerator.reduce(vector.to(accelerator.device), "sum").cpu()
+    return {k: (vector[i] / vector[-1].clamp(min=1)).item() for i, k in enumerate(keys)}

@@ -1,0 +1,98 @@
+"""Load causal LMs and tokenizers from local folders only, with a usable pad token.
+
+Nothing here ever reaches the Hugging Face Hub: a path that does not exist is an error,
+not a download. Weights load through safetensors (``use_safetensors=True``), so a
+pickled checkpoint is refused rather than unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+PAD_TOKEN = "<|pad|>"
+# Written beside the weights of every model a stage saves, so later stages can tell where a
+# checkpoint came from (e.g. warn when PPO starts from a model that skipped SFT).
+TRAINING_INFO_FILE = "rlhf_training.json"
+
+
+class ModelPathError(FileNotFoundError):
+    """A model or tokenizer path that is not a local save_pretrained folder."""
+
+
+def check_local_model_path(path: str | Path) -> Path:
+    """Return ``path`` as a Path if it is a local model folder, else raise a clear error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelPathError(
+            f"model path {str(path)!r} is not a local folder. rlhf never downloads from the Hugging Face Hub: "
+            "download the model first (e.g. `huggingface-cli download NAME --local-dir DIR`) and pass DIR."
+        )
+    if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ModelPathError(f"model path {str(path)!r} has neither config.json nor tokenizer_config.json")
+    return path
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, padding_side: str = "right"):
+    """Load a tokenizer from a local folder and make sure it has a pad token distinct from end-of-text.
+
+    Using EOS as padding (a common shortcut) makes a model unable to learn to stop when
+    padding is masked out of the loss, so a missing pad token is added as ``<|pad|>``;
+    callers must then resize the model's embeddings (``load_model_and_tokenizer`` does).
+    """
+    from transformers import AutoTokenizer
+
+    path = check_local_model_path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token is None:
+        raise ValueError(f"tokenizer at {path} has no end-of-text (eos) token; set one in its tokenizer_config.json")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(path: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32,
+                   trust_remote_code: bool = False):
+    """Load a causal LM from a local folder (safetensors only), resized to ``tokenizer`` if given."""
+    from transformers import AutoModelForCausalLM
+
+    path = check_local_model_path(path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    if tokenizer is not None:
+        align_model_with_tokenizer(model, tokenizer)
+    return model
+
+
+def align_model_with_tokenizer(model, tokenizer) -> None:
+    """Grow the embeddings if the tokenizer gained tokens, and record pad/eos ids in the configs."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def load_model_and_tokenizer(path: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+    """The usual pair: a tokenizer with a proper pad token and the model resized to match it."""
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(path, tokenizer=tokenizer, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+def training_stage_of(path: str | Path) -> str | None:
+    """The rlhf stage that produced the checkpoint at ``path`` ("sft", "rm", ...), or None."""
+    import json
+
+    info = Path(path) / TRAINING_INFO_FILE
+    if not info.is_file():
+        return None
+    try:
+        return json.loads(info.read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,100 @@
+"""A transformer backbone with a scalar head: the reward model (read at the last real token)
+and the value model (read at every token).
+
+The container is transformers' ``AutoModelForSequenceClassification`` with one label, so a
+checkpoint is a standard save_pretrained folder that other tools (TRL, OpenRLHF) can load,
+and initialising from a causal LM (normally the SFT checkpoint) keeps its backbone and adds a
+fresh head. We do not use its own pooling, which finds the last token by looking for the pad
+id and so breaks when pad equals end-of-text; we read the attention mask instead, which is
+right for left and right padding alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path
+
+REWARD_STATS_FILE = "reward_stats.json"
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count only real tokens, so a left-padded row sees the same positions
+    as the same row right-padded."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last non-padding token, for left or right padding."""
+    T = attention_mask.shape[-1]
+    return T - 1 - attention_mask.long().flip(-1).argmax(-1)  # (B,)
+
+
+class ScalarModel(nn.Module):
+    """Backbone + linear head giving one number per sequence (reward) or per token (value)."""
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf_model = hf_model
+        self.backbone = hf_model.base_model
+        self.head = _score_head(hf_model)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32,
+                        trust_remote_code: bool = False) -> "ScalarModel":
+        """Load a reward/value checkpoint, or start one from a causal LM (the head is then new)."""
+        from transformers import AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        path = check_local_model_path(path)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "newly initialized score weights" is expected from an LM checkpoint
+        try:
+            hf_model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, local_files_only=True, use_safetensors=True, dtype=dtype,
+                trust_remote_code=trust_remote_code,
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if tokenizer is not None:
+            align_model_with_tokenizer(hf_model, tokenizer)
+        return cls(hf_model)
+
+    @property
+    def config(self):
+        return self.hf_model.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+        ).last_hidden_state  # (B, T, H)
+        if per_token:
+            return self.head(hidden).squeeze(-1).float()  # (B, T)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last = hidden[rows, last_token_index(attention_mask)]  # (B, H)
+        return self.head(last).squeeze(-1).float()  # (B,)
+
+    def save_pretrained(self, path: str | Path, **kwargs) -> None:
+        self.hf_model.save_pretrained(path, **kwargs)
+
+
+def _score_head(hf_model) -> nn.Module:
+    for name in ("score", "classifier", "head"):
+        head = getattr(hf_model, name, None)
+        if isinstance(head, nn.Linear):
+            return head
+    raise ValueError(f"{type(hf_model).__name__} has no linear score head (looked for score, classifier, head)")
+
+
+def load_reward_stats(path: str | Path) -> dict[str, float] | None:
+    """The reward's mean and std on its training responses, saved beside the weights."""
+    file = Path(path) / REWARD_STATS_FILE
+    if not file.is_file():
+        return None
+    stats = json.loads(file.read_text(encoding="utf-8"))
+    return {"mean": float(stats["mean"]), "std": float(stats["std"])}

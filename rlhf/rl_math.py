@@ -1,0 +1,230 @@
+"""RL math for RLHF, standalone: masked statistics, KL estimators, shaped rewards, GAE.
+
+Pure functions of tensors; nothing here knows about models, devices or logging.
+Shapes: B = batch (rollouts), T = response length (right-padded, `mask` marks real tokens).
+The implementation details behind each choice are listed in docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+# ---------------------------------------------------------------------------
+# Masked statistics
+# ---------------------------------------------------------------------------
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of `x` over entries where `mask` is 1 (over `dim`, or all entries when None).
+
+    An empty selection gives 0 rather than NaN (the denominator is clamped to 1).
+    """
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """Variance of `x` over entries where `mask` is 1 (Bessel-corrected when `unbiased`)."""
+    mask = mask.to(x.dtype)
+    centered = x - masked_mean(x, mask)
+    var = masked_mean(centered**2, mask)
+    if unbiased:
+        n = mask.sum()
+        if n < 2:
+            raise ValueError(
+                f"masked_var(unbiased=True) needs at least 2 unmasked entries, got {int(n.item())}; "
+                "use a larger batch for whitening"
+            )
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
+    """Normalise `x` to unit variance over masked entries; zero on padding.
+
+    shift_mean=True  -> mean 0, variance 1 (advantages, lm-human-preferences `whiten`).
+    shift_mean=False -> variance 1 but the original mean is added back, so the sign of the
+    average reward is kept (TRL's `whiten_rewards`; see docs/algorithms.md).
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask.to(x.dtype)
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 - Var[returns - values] / Var[returns] over masked entries (NaN if Var[returns] == 0).
+
+    1 is a perfect value function, 0 is no better than predicting the mean, < 0 is worse.
+    """
+    var_returns = masked_var(returns, mask, unbiased=False)
+    return 1 - masked_var(returns - values, mask, unbiased=False) / var_returns
+
+
+# ---------------------------------------------------------------------------
+# KL estimators (Schulman, "Approximating KL divergence", http://joschu.net/blog/kl-approx.html)
+# Samples come from the policy, so for KL[pi || pi_ref] with log r = ref_logp - logp:
+#   k1 = -log r            unbiased, high variance, can be negative per token
+#   k3 = (r - 1) - log r   unbiased, low variance, always >= 0
+# ---------------------------------------------------------------------------
+
+
+def kl_k1(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token k1 estimate logp - ref_logp, the one lm-human-preferences uses."""
+    return logprobs - ref_logprobs  # (B, T)
+
+
+def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token k3 estimate (r - 1) - log r with log r = ref_logp - logp; always >= 0."""
+    log_r = ref_logprobs - logprobs  # (B, T)
+    return torch.expm1(log_r) - log_r  # (B, T)
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str) -> Tensor:
+    """Per-token KL[pi || pi_ref] estimate with the named estimator ("k1" or "k3")."""
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(KL_ESTIMATORS)}")
+    return KL_ESTIMATORS[estimator](logprobs, ref_logprobs)  # (B, T)
+
+
+# ---------------------------------------------------------------------------
+# Shaped rewards and advantages
+# ---------------------------------------------------------------------------
+
+
+def kl_penalized_rewards(
+    scores: Tensor,
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    mask: Tensor,
+    kl_coef: float,
+    estimator: str = "k1",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token rewards r_t = -kl_coef * KL_t, plus the reward-model score on the last response token.
+
+    Ziegler et al. 2019, eq. (2): R(x, y) = r(x, y) - beta * log(pi(y|x) / rho(y|x)), spread over tokens as in
+    lm-human-preferences `train_policy.py`:
+        kl = logprobs - ref_logprobs; non_score_reward = -kl_ctl.value * kl; rewards[:, -1] += scores
+    except that responses are right-padded, so the score goes on each row's last 1 in `mask`,
+    and every tensor is zero on padding.
+
+    Returns (rewards, non_score_reward, kl), each (B, T).
+    """
+    if not (logprobs.shape == ref_logprobs.shape == mask.shape) or logprobs.dim() != 2:
+        raise ValueError(
+            f"logprobs, ref_logprobs and mask must all be (B, T); got {tuple(logprobs.shape)}, "
+            f"{tuple(ref_logprobs.shape)}, {tuple(mask.shape)}"
+        )
+    if scores.shape != logprobs.shape[:1]:
+        raise ValueError(f"scores must be (B,) = {tuple(logprobs.shape[:1])}, got {tuple(scores.shape)}")
+    mask = mask.to(logprobs.dtype)
+    if (mask.sum(1) == 0).any():
+        raise ValueError("every row of mask needs at least one response token to carry its score")
+    B, T = mask.shape
+
+    kl = kl_estimate(logprobs, ref_logprobs, estimator) * mask  # (B, T)
+    non_score_reward = -kl_coef * kl  # (B, T)
+    positions = torch.arange(T, device=mask.device)  # (T,)
+    last = (mask * positions).argmax(dim=1)  # (B,) index of the last response token
+    rewards = non_score_reward.clone()  # (B, T)
+    rewards[torch.arange(B, device=mask.device), last] += scores.to(rewards.dtype)
+    return rewards, non_score_reward, kl
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalized Advantage Estimation (Schulman et al. 2016, arXiv:1506.02438, eq. 16).
+
+        delta_t = r_t + gamma * V_{t+1} - V_t
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        returns = A + V
+
+    The episode ends at each row's last response token: values and advantages beyond it count as 0.
+    `mask` must be contiguous within a row (right- or left-padded). Returns (advantages, returns),
+    each (B, T), zero on padding. Vectorised over B; one backward loop over T.
+    """
+    if not (rewards.shape == values.shape == mask.shape) or rewards.dim() != 2:
+        raise ValueError(
+            f"rewards, values and mask must all be (B, T); got {tuple(rewards.shape)}, "
+            f"{tuple(values.shape)}, {tuple(mask.shape)}"
+        )
+    mask = mask.to(values.dtype)
+    values = values * mask  # (B, T) padding counts as terminal, V = 0
+    rewards = rewards * mask  # (B, T)
+    T = rewards.shape[1]
+
+    advantages = torch.zeros_like(rewards)  # (B, T)
+    next_value = torch.zeros_like(rewards[:, 0])  # (B,)
+    lastgaelam = torch.zeros_like(rewards[:, 0])  # (B,)
+    for t in reversed(range(T)):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # (B,)
+        lastgaelam = (delta + gamma * lam * lastgaelam) * mask[:, t]  # (B,) reset on padding
+        advantages[:, t] = lastgaelam
+        next_value = values[:, t]
+    returns = (advantages + values) * mask  # (B, T)
+    return advantages, returns
+
+
+# ---------------------------------------------------------------------------
+# Reward normalisation
+# ---------------------------------------------------------------------------
+
+
+class RunningMoments:
+    """Running mean / std of every score seen, merged batch by batch (Chan et al. 1979 parallel algorithm).
+
+    State is three plain numbers so a checkpoint can store it as JSON.
+    """
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 1.0  # population variance of all values seen (irrelevant while count == 0)
+        self.count = 0
+
+    @property
+    def std(self) -> float:
+        """Unbiased standard deviation of all values seen (1.0 before two values arrive)."""
+        if self.count < 2:
+            return 1.0
+        return math.sqrt(self.var * self.count / (self.count - 1))
+
+    def update(self, x: Tensor) -> tuple[float, float]:
+        """Merge the batch `x` (any shape) into the running moments; returns the batch's (mean, std)."""
+        x = x.detach().double().flatten()
+        n_b = x.numel()
+        if n_b == 0:
+            raise ValueError("RunningMoments.update needs a non-empty batch")
+        mean_b, var_b = x.mean().item(), x.var(unbiased=False).item()
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        m2 = self.var * self.count + var_b * n_b + delta**2 * self.count * n_b / n
+        self.mean += delta * n_b / n
+        self.var = m2 / n
+        self.count = n
+        std_b = math.sqrt(var_b * n_b / (n_b - 1)) if n_b > 1 else 0.0
+        return mean_b, std_b
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), int(state["count"])
+
+
+def normalize_scores(scores: Tensor, mean: float, std: float, clip: float | None = None) -> Tensor:
+    """(scores - mean) / std, then clipped to [-clip, clip] when `clip` is given."""
+    if not std > 0:
+        raise ValueError(f"normalize_scores needs std > 0, got {std}")
+    normalized = (scores - mean) / std  # (B,)
+    if clip is not None:
+        normalized = normalized.clamp(-clip, clip)
+    return normalized

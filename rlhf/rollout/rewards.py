@@ -1,0 +1,100 @@
+"""The reward role of PPO: a frozen reward model, a Python function, or an ensemble of models.
+
+Each is called on a rollout (token ids plus the decoded texts) and returns one score per
+response (B,). A reward model sharing the policy's tokenizer scores the token ids as they
+were sampled; one with another tokenizer scores the re-tokenised text.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from rlhf.models.loading import load_tokenizer
+from rlhf.models.scalar_model import ScalarModel, load_reward_stats
+from rlhf.rollout.generation import Rollout
+
+
+def load_function(spec: str) -> Callable:
+    """``package.module:function`` -> the function (the user's own code, imported by name)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected module:function, got {spec!r}")
+    function = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(function):
+        raise ValueError(f"{spec!r}: {attr} is not a function of {module_name}")
+    return function
+
+
+def load_reward_model(path: str | Path, trust_remote_code: bool = False):
+    """Load a reward model saved by ``rlhf rm``: (model in eval mode, its tokenizer, its saved
+    training mean/std or None)."""
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    model = ScalarModel.from_pretrained(path, tokenizer, trust_remote_code=trust_remote_code).eval()
+    model.requires_grad_(False)
+    return model, tokenizer, load_reward_stats(path)
+
+
+@torch.no_grad()
+def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32,
+                    max_length: int = 512, ended: Sequence[bool] | None = None) -> torch.Tensor:
+    """Reward of each (prompt, response) pair, in batches: (N,).
+
+    Texts are encoded as in training (prompt and response separately, end-of-text appended to
+    each response unless ``ended`` says it never ended); over-long rows keep their last tokens."""
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(prompts), batch_size):
+        rows = []
+        for i in range(start, min(start + batch_size, len(prompts))):
+            ids = tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
+            ids = ids + tokenizer(responses[i], add_special_tokens=False)["input_ids"]
+            if ended is None or ended[i]:
+                ids = ids + [tokenizer.eos_token_id]
+            rows.append(ids[-max_length:])
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            input_ids[j, : len(r)] = torch.tensor(r)
+            attention_mask[j, : len(r)] = 1
+        scores.append(model(input_ids.to(device), attention_mask.to(device)).float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+class RewardModelScorer:
+    """One frozen reward model (or several, averaged: an ensemble is harder to exploit)."""
+
+    def __init__(self, paths: Sequence[str], policy_tokenizer, device, trust_remote_code: bool = False):
+        self.members = []
+        for path in paths:
+            model, tokenizer, stats = load_reward_model(path, trust_remote_code)
+            same_vocab = tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+            self.members.append((model.to(device), tokenizer, stats, same_vocab))
+        self.stats = self.members[0][2] if len(self.members) == 1 else None
+
+    @torch.no_grad()
+    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        scores = []
+        for model, tokenizer, _, same_vocab in self.members:
+            if same_vocab:  # score exactly the sampled tokens, read at the last real one
+                scores.append(model(rollout.query_responses, rollout.attention_mask))
+            else:
+                scores.append(score_responses(model, tokenizer, prompts, responses,
+                                              ended=rollout.ended.tolist()).to(rollout.query_responses.device))
+        return torch.stack(scores).mean(0)  # (B,)
+
+
+class FunctionScorer:
+    """A programmatic reward: ``f(prompts, responses, ended) -> list[float]``."""
+
+    def __init__(self, function: Callable):
+        self.function = function
+        self.stats = None
+
+    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        values = self.function(prompts, responses, rollout.ended.tolist())
+        return torch.as_tensor(list(values), dtype=torch.float32, device=rollout.query_responses.device)

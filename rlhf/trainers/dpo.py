@@ -1,0 +1,159 @@
+"""Direct Preference Optimization (Rafailov et al. 2023) and its variants: the RL-free
+alternative to reward model + PPO, trained on the same comparisons against a frozen
+reference (the SFT model). Chosen and rejected go through the model in one forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf.config.dpo import DPOConfig
+from rlhf.data import collate_pairs, length_grouped_batches, load_comparisons, tokenize_comparisons
+from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
+from rlhf.models.loading import TRAINING_INFO_FILE, load_causal_lm, load_tokenizer
+from rlhf.models.policy_value import disable_dropout
+from rlhf.rollout.logprobs import sequence_logprobs
+from rlhf.trainers.common import (
+    RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
+    make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
+    write_summary,
+)
+
+CONFIG_CLASS = DPOConfig
+
+
+def preference_loss(config: DPOConfig, policy_logps, ref_logps):
+    """The selected variant on (chosen, rejected) log-probs of policy and reference."""
+    (pc, pr), (rc, rr) = policy_logps, ref_logps
+    if config.loss_type == "ipo":
+        return ipo_loss(pc, pr, rc, rr, config.beta)
+    if config.loss_type == "hinge":
+        return hinge_loss(pc, pr, rc, rr, config.beta)
+    return dpo_loss(pc, pr, rc, rr, config.beta, label_smoothing=config.label_smoothing)
+
+
+def pair_logprobs(model, batch: dict, length_normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (or, for IPO, length-averaged) response log-probs of the chosen and rejected rows: (B,), (B,)."""
+    response_mask = batch["response_mask"]  # (2B, T)
+    first_response_col = int(response_mask.float().argmax(-1).min())
+    logps = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], response_mask,
+                              keep_last=response_mask.shape[1] - first_response_col)  # (2B,)
+    if length_normalize:
+        logps = logps / response_mask.sum(-1).clamp(min=1)
+    return logps.chunk(2)
+
+
+@torch.no_grad()
+def precompute_reference_logprobs(reference, pairs: list[dict], pad_id: int, batch_size: int, device,
+                                  length_normalize: bool) -> None:
+    """Store the reference's log-probs in every pair, so the reference can leave memory."""
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        batch = to_device(collate_pairs(chunk, pad_id), device)
+        chosen, rejected = pair_logprobs(reference, batch, length_normalize)
+        for pair, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
+            pair["ref_chosen_logp"], pair["ref_rejected_logp"] = c, r
+
+
+def run(config: DPOConfig) -> dict:
+    accelerator = make_accelerator(config)
+    seed_everything(config.seed)
+    output_dir = prepare_output_dir(config, accelerator)
+    tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+    model = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
+    reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
+                               trust_remote_code=config.trust_remote_code).to(accelerator.device).eval()
+    reference.requires_grad_(False)
+    disable_dropout(model)
+    pad_id, length_normalize = tokenizer.pad_token_id, config.loss_type == "ipo"
+
+    # 1. Data: comparisons -> token ids; optionally the reference's log-probs once, up front.
+    pairs = _load_pairs(config, tokenizer, config.train_file)
+    train_pairs, eval_pairs = ((pairs, _load_pairs(config, tokenizer, config.eval_file)) if config.eval_file
+                               else holdout_split(pairs, config.eval_fraction, config.seed))
+    if config.precompute_ref_log_probs:
+        for subset in (train_pairs, eval_pairs):
+            precompute_reference_logprobs(reference, subset, pad_id, config.per_device_train_batch_size,
+                                          accelerator.device, length_normalize)
+        reference = None
+    lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        batches = length_grouped_batches(lengths, config.per_device_train_batch_size, seed=config.seed + epoch)
+        return batches_for_this_process(batches, accelerator)
+
+    batches_per_epoch = len(epoch_batches(0))
+    if batches_per_epoch == 0:
+        raise ValueError(f"{config.train_file}: {len(train_pairs)} pairs do not fill one batch per process")
+    total_steps = num_update_steps(config, batches_per_epoch)
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "dpo",
+                       postfix_keys=("loss/dpo", "rewards/accuracy"))
+
+    def loss_on(examples: list[dict]):
+        batch = to_device(collate_pairs(examples, pad_id), accelerator.device)
+        policy_logps = pair_logprobs(model, batch, length_normalize)
+        if reference is None:
+            ref_logps = tuple(torch.tensor([x[k] for x in examples], device=accelerator.device)
+                              for k in ("ref_chosen_logp", "ref_rejected_logp"))
+        else:
+            with torch.no_grad():
+                ref_logps = pair_logprobs(reference, batch, length_normalize)
+        loss, stats = preference_loss(config, policy_logps, ref_logps)
+        stats = {**stats, "logps_chosen": policy_logps[0].detach().mean(), "logps_rejected": policy_logps[1].detach().mean()}
+        return loss, stats
+
+    # 2. Train.
+    step, epoch, window = 0, 0, []
+    model.train()
+    while step < total_steps:
+        for batch_indices in epoch_batches(epoch):
+            with accelerator.accumulate(model):
+                loss, stats = loss_on([train_pairs[i] for i in batch_indices])
+                accelerator.backward(loss)
+                grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
+            window.append({"loss/dpo": loss.detach(), **{f"rewards/{k}": v for k, v in stats.items()}})
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            logger.advance()
+            if step % config.logging_steps == 0 or step == total_steps:
+                metrics = {k: accelerator.reduce(torch.stack([w[k] for w in window]).mean(), "mean").item() for k in window[0]}
+                metrics["train/learning_rate"] = scheduler.get_last_lr()[0]
+                if grad_norm is not None:
+                    metrics["train/grad_norm"] = grad_norm
+                logger.log(step, {k.replace("rewards/logps_", "logps/"): v for k, v in metrics.items()})
+            window = []
+            if step >= total_steps:
+                break
+        epoch += 1
+
+    # 3. Held-out implicit-reward accuracy; save the policy.
+    summary = {"stage": "dpo", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+    if eval_pairs:
+        model.eval()
+        with torch.no_grad():
+            mine = eval_pairs[accelerator.process_index::accelerator.num_processes]
+            rows = [loss_on(mine[i:i + config.per_device_train_batch_size])
+                    for i in range(0, len(mine), config.per_device_train_batch_size)]
+        eval_metrics = {"eval/loss": torch.stack([r[0] for r in rows]).mean(),
+                        "eval/accuracy": torch.stack([r[1]["accuracy"] for r in rows]).mean(),
+                        "eval/margin": torch.stack([r[1]["margin"] for r in rows]).mean()}
+        eval_metrics = {k: accelerator.reduce(v, "mean").item() for k, v in eval_metrics.items()}
+        logger.log(step, eval_metrics)
+        summary.update(eval_metrics)
+    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={
+        TRAINING_INFO_FILE: {"stage": "dpo", "base_model": config.model_name_or_path}})
+    summary["model"] = str(output_dir / "model")
+    summary["wall_time_s"] = logger.elapsed()
+    logger.close()
+    write_summary(output_dir, summary, accelerator)
+    return summary
+
+
+def _load_pairs(config: DPOConfig, tokenizer, path: str) -> list[dict]:
+    pairs = load_comparisons(path, tokenizer=tokenizer, skip_bad_records=config.skip_bad_records)
+    return tokenize_comparisons(pairs, tokenizer, max_length=config.max_length, truncation=config.truncation,
+                                skip_bad_records=config.skip_bad_records)

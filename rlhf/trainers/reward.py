@@ -1,0 +1,180 @@
+"""Stage 2: the reward model (InstructGPT section 3.5, "RM").
+
+A backbone initialised from the SFT model with a scalar head read at the last real token,
+trained on pairwise comparisons with the Bradley-Terry loss -log sigma(r_chosen - r_rejected).
+Chosen and rejected responses of a batch go through the backbone in one forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from rlhf.config.reward import RewardConfig
+from rlhf.data import collate_pairs, length_grouped_batches, load_comparisons, tokenize_comparisons
+from rlhf.evaluation.calibration import pairwise_calibration
+from rlhf.losses import pairwise_rm_loss
+from rlhf.models.loading import TRAINING_INFO_FILE, load_tokenizer, training_stage_of
+from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
+from rlhf.trainers.common import (
+    RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
+    make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
+    write_summary,
+)
+
+CONFIG_CLASS = RewardConfig
+# InstructGPT and the seed's advice: a reward model much larger than its data over-fits.
+MIN_PAIRS_FOR_LARGE_MODEL, LARGE_MODEL_PARAMS = 5000, 100_000_000
+
+
+def run(config: RewardConfig) -> dict:
+    accelerator = make_accelerator(config)
+    seed_everything(config.seed)
+    output_dir = prepare_output_dir(config, accelerator)
+    tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+    model = ScalarModel.from_pretrained(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
+
+    # 1. Data: comparisons (rankings expand to K(K-1)/2 pairs) -> token ids, with per-pair weights.
+    train_pairs, eval_pairs = _load_pairs(config, tokenizer)
+    _warn_common_mistakes(config, model, len(train_pairs), accelerator)
+    weights_by_labeler = config.parsed_labeler_weights()
+    pad_id = tokenizer.pad_token_id
+    lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        batches = length_grouped_batches(lengths, config.per_device_train_batch_size, seed=config.seed + epoch)
+        return batches_for_this_process(batches, accelerator)
+
+    batches_per_epoch = len(epoch_batches(0))
+    if batches_per_epoch == 0:
+        raise ValueError(f"{config.train_file}: {len(train_pairs)} pairs do not fill one batch per process")
+    total_steps = num_update_steps(config, batches_per_epoch)
+
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "rm",
+                       postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"))
+
+    # 2. Train: one forward pass over [chosen; rejected], Bradley-Terry on the reward difference.
+    step, epoch, window = 0, 0, []
+    model.train()
+    while step < total_steps:
+        for batch_indices in epoch_batches(epoch):
+            examples = [train_pairs[i] for i in batch_indices]
+            batch = to_device(collate_pairs(examples, pad_id), accelerator.device)
+            weights = torch.tensor([weights_by_labeler.get(x.get("labeler"), 1.0) for x in examples],
+                                   device=accelerator.device) if weights_by_labeler else None
+            with accelerator.accumulate(model):
+                rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
+                chosen_rewards, rejected_rewards = rewards.chunk(2)  # (B,), (B,)
+                loss, stats = pairwise_rm_loss(
+                    chosen_rewards, rejected_rewards, margin=batch["margin"] if config.use_margin else None,
+                    center_coef=config.center_rewards_coefficient, weights=weights,
+                )
+                accelerator.backward(loss)
+                grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
+            window.append(torch.stack([loss.detach(), stats["accuracy"], stats["margin"]]))
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            logger.advance()
+            if step % config.logging_steps == 0 or step == total_steps:
+                loss_, acc_, margin_ = accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
+                metrics = {"loss/rm": loss_, "rm/accuracy": acc_, "rm/margin": margin_,
+                           "train/learning_rate": scheduler.get_last_lr()[0]}
+                if grad_norm is not None:
+                    metrics["train/grad_norm"] = grad_norm
+                logger.log(step, metrics)
+            window = []
+            if step >= total_steps:
+                break
+        epoch += 1
+
+    # 3. Held-out accuracy, margin and calibration; reward statistics for PPO's normalisation.
+    summary = {"stage": "rm", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+    if eval_pairs:
+        margins = reward_margins(model, eval_pairs, pad_id, config.per_device_train_batch_size, accelerator)
+        eval_metrics, calibration = summarize_margins(margins, config.calibration_bins)
+        logger.log(step, eval_metrics)
+        summary.update(eval_metrics)
+        summary["calibration"] = calibration
+    stats = reward_statistics(model, train_pairs[: config.stats_max_pairs], pad_id,
+                              config.per_device_train_batch_size, accelerator)
+    summary["reward_mean"], summary["reward_std"] = stats["mean"], stats["std"]
+    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={
+        REWARD_STATS_FILE: stats,
+        TRAINING_INFO_FILE: {"stage": "rm", "base_model": config.model_name_or_path},
+    })
+    summary["model"] = str(output_dir / "model")
+    summary["wall_time_s"] = logger.elapsed()
+    logger.close()
+    write_summary(output_dir, summary, accelerator)
+    return summary
+
+
+def _load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]:
+    def tokenize(path: str) -> list[dict]:
+        pairs = load_comparisons(path, tokenizer=tokenizer, skip_bad_records=config.skip_bad_records)
+        return tokenize_comparisons(pairs, tokenizer, max_length=config.max_length, truncation=config.truncation,
+                                    skip_bad_records=config.skip_bad_records)
+
+    train = tokenize(config.train_file)
+    if config.eval_file:
+        return train, tokenize(config.eval_file)
+    return holdout_split(train, config.eval_fraction, config.seed)
+
+
+def _warn_common_mistakes(config: RewardConfig, model, num_pairs: int, accelerator) -> None:
+    if not accelerator.is_main_process:
+        return
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params > LARGE_MODEL_PARAMS and num_pairs < MIN_PAIRS_FOR_LARGE_MODEL:
+        warnings.warn(f"{num_pairs} comparisons for a reward model of {n_params / 1e6:.0f}M parameters: below "
+                      f"{MIN_PAIRS_FOR_LARGE_MODEL} pairs a model over 100M parameters tends to over-fit; collect "
+                      "more comparisons or use a smaller backbone", stacklevel=2)
+    if training_stage_of(config.model_name_or_path) != "sft":
+        warnings.warn(f"{config.model_name_or_path} is not an `rlhf sft` checkpoint: InstructGPT initialises the "
+                      "reward model from the SFT model, which has seen the task's responses (ignore this if the "
+                      "model was fine-tuned elsewhere)", stacklevel=2)
+
+
+@torch.no_grad()
+def _pair_rewards(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator) -> torch.Tensor:
+    """(N, 2) rewards of [chosen, rejected] for every pair, gathered from all processes in order."""
+    was_training = model.training
+    model.eval()
+    n_proc, rank = accelerator.num_processes, accelerator.process_index
+    padded = math.ceil(len(pairs) / (batch_size * n_proc)) * batch_size * n_proc
+    out = []
+    for start in range(0, padded, batch_size * n_proc):
+        mine = [pairs[min(i, len(pairs) - 1)] for i in range(start + rank * batch_size, start + (rank + 1) * batch_size)]
+        batch = to_device(collate_pairs(mine, pad_id), accelerator.device)
+        chosen, rejected = model(batch["input_ids"], batch["attention_mask"]).chunk(2)
+        out.append(accelerator.gather(torch.stack([chosen, rejected], dim=1)))  # (n_proc * B, 2)
+    model.train(was_training)
+    gathered = torch.cat(out).view(-1, n_proc, batch_size, 2)  # (steps, n_proc, B, 2)
+    return gathered.reshape(-1, 2)[: len(pairs)]
+
+
+def reward_margins(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator) -> torch.Tensor:
+    rewards = _pair_rewards(model, pairs, pad_id, batch_size, accelerator)
+    return (rewards[:, 0] - rewards[:, 1]).cpu()  # (N,)
+
+
+def summarize_margins(margins: torch.Tensor, num_bins: int) -> tuple[dict[str, float], list[dict]]:
+    """Held-out pairwise accuracy with its standard error, mean margin, and calibration."""
+    accuracy = (margins > 0).double().mean().item()
+    stderr = math.sqrt(accuracy * (1 - accuracy) / max(1, margins.numel()))
+    table, ece = pairwise_calibration(margins, num_bins)
+    metrics = {"eval/accuracy": accuracy, "eval/accuracy_stderr": stderr, "eval/margin": margins.mean().item(),
+               "eval/calibration_error": ece}
+    return metrics, table
+
+
+def reward_statistics(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator) -> dict[str, float]:
+    """Mean and std of the reward over the training responses (chosen and rejected alike)."""
+    rewards = _pair_rewards(model, pairs, pad_id, batch_size, accelerator).flatten().double()
+    return {"mean": rewards.mean().item(), "std": rewards.std().item(), "count": rewards.numel()}

@@ -1,0 +1,129 @@
+"""Stage 1: supervised fine-tuning (InstructGPT section 3.5, "SFT").
+
+Next-token cross-entropy on the response tokens of labeler demonstrations. The result is
+PPO's starting policy and its frozen reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rlhf.config.sft import SFTConfig
+from rlhf.data import collate_sft, length_grouped_batches, load_demonstrations, tokenize_demonstrations
+from rlhf.losses import sft_loss
+from rlhf.models.loading import TRAINING_INFO_FILE, load_model_and_tokenizer
+from rlhf.trainers.common import (
+    RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
+    make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
+    write_summary,
+)
+
+CONFIG_CLASS = SFTConfig
+
+
+def run(config: SFTConfig) -> dict:
+    accelerator = make_accelerator(config)
+    seed_everything(config.seed)
+    output_dir = prepare_output_dir(config, accelerator)
+    model, tokenizer = load_model_and_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+
+    # 1. Data: demonstrations -> token ids with the prompt masked out of the labels.
+    train_examples, eval_examples = _load_examples(config, tokenizer)
+    pad_id = tokenizer.pad_token_id
+    lengths = [len(x["input_ids"]) for x in train_examples]
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        if config.group_by_length:
+            batches = length_grouped_batches(lengths, config.per_device_train_batch_size, seed=config.seed + epoch)
+        else:
+            order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+            batches = [order[i:i + config.per_device_train_batch_size]
+                       for i in range(0, len(order), config.per_device_train_batch_size)]
+        return batches_for_this_process(batches, accelerator)
+
+    batches_per_epoch = len(epoch_batches(0))
+    if batches_per_epoch == 0:
+        raise ValueError(f"{config.train_file}: {len(train_examples)} examples do not fill one batch per process")
+    total_steps = num_update_steps(config, batches_per_epoch)
+
+    # 2. Optimizer and schedule; accelerate wraps them for DDP/DeepSpeed/FSDP and accumulation.
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "sft",
+                       postfix_keys=("loss/sft", "eval/loss"))
+
+    # 3. Train: epochs x batches, one optimizer step per `gradient_accumulation_steps` batches.
+    step, epoch, window_losses = 0, 0, []
+    model.train()
+    while step < total_steps:
+        for batch_indices in epoch_batches(epoch):
+            batch = to_device(collate_sft([train_examples[i] for i in batch_indices], pad_id), accelerator.device)
+            with accelerator.accumulate(model):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = sft_loss(logits, batch["labels"])
+                accelerator.backward(loss)
+                grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
+            window_losses.append(loss.detach())
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            logger.advance()
+            if step % config.logging_steps == 0 or step == total_steps:
+                metrics = {"loss/sft": accelerator.reduce(torch.stack(window_losses).mean(), "mean"),
+                           "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch}
+                if grad_norm is not None:
+                    metrics["train/grad_norm"] = grad_norm
+                logger.log(step, metrics)
+            window_losses = []
+            if eval_examples and config.eval_steps > 0 and step % config.eval_steps == 0 and step < total_steps:
+                logger.log(step, evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator))
+            if step >= total_steps:
+                break
+        epoch += 1
+
+    # 4. Evaluate on held-out demonstrations and save the policy (save_pretrained, safetensors).
+    summary = {"stage": "sft", "steps": step, "train_examples": len(train_examples)}
+    if eval_examples:
+        eval_metrics = evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)
+        logger.log(step, eval_metrics)
+        summary.update(eval_metrics)
+    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator,
+                           extra_files={TRAINING_INFO_FILE: {"stage": "sft", "base_model": config.model_name_or_path}})
+    summary["model"] = str(output_dir / "model")
+    summary["wall_time_s"] = logger.elapsed()
+    logger.close()
+    write_summary(output_dir, summary, accelerator)
+    return summary
+
+
+def _load_examples(config: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
+    def tokenize(path: str) -> list[dict]:
+        demos = load_demonstrations(path, tokenizer=tokenizer, skip_bad_records=config.skip_bad_records)
+        return tokenize_demonstrations(demos, tokenizer, max_length=config.max_length, truncation=config.truncation,
+                                       completion_only_loss=config.completion_only_loss,
+                                       skip_bad_records=config.skip_bad_records)
+
+    train = tokenize(config.train_file)
+    if config.eval_file:
+        return train, tokenize(config.eval_file)
+    return holdout_split(train, config.eval_fraction, config.seed)
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[dict], pad_id: int, batch_size: int, accelerator) -> dict[str, float]:
+    """Token-weighted held-out loss and perplexity over every process's share of ``examples``."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, device=accelerator.device)  # (sum of token losses, token count)
+    for start in range(accelerator.process_index * batch_size, len(examples), batch_size * accelerator.num_processes):
+        batch = to_device(collate_sft(examples[start:start + batch_size], pad_id), accelerator.device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        n_tokens = (batch["labels"][:, 1:] != -100).sum()
+        total += torch.stack([sft_loss(logits, batch["labels"]) * n_tokens, n_tokens.float()])
+    total = accelerator.reduce(total, "sum")
+    model.train(was_training)
+    loss = (total[0] / total[1].clamp(min=1)).item()
+    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}

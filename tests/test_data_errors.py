@@ -171,3 +171,10 @@ def test_all_records_bad_is_an_error_even_when_skipping(tmp_path):
     path = write_lines(tmp_path / "d.jsonl", [json.dumps({"prompt": "P"})])
     with pytest.raises(DataError, match="all 1 records are bad"):
         load_demonstrations(path, skip_bad_records=True)
+
+
+def test_corrupt_gzip_is_a_data_error(tmp_path):
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(b"plain text, not gzip")
+    with pytest.raises(DataError, match=r"c\.jsonl\.gz: cannot read file"):
+        load_comparisons(path)

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"rlhf: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars drown our own progress bar
     module = importlib.import_module(STAGES[stage][0])
     from rlhf.config.base import ConfigError, parse_config
     from rlhf.data.errors import DataError

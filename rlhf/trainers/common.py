@@ -239,3 +239,13 @@ def clip_and_step(accelerator, model, optimizer, scheduler, max_grad_norm: float
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
+
+
+@torch.no_grad()
+def weights_in_sync(model, accelerator) -> bool:
+    """True when every process holds the same weights (DDP should guarantee it; a mismatch means a
+    process skipped a step or synchronisation was bypassed). Compares two float64 checksums per process."""
+    params = [p.detach().double() for p in accelerator.unwrap_model(model).parameters()]
+    local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]).to(accelerator.device)
+    gathered = accelerator.gather(local.unsqueeze(0)).view(-1, 2)  # (num_processes, 2)
+    return bool(torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=0, atol=0))

@@ -16,7 +16,7 @@ from rlhf.rollout.logprobs import sequence_logprobs
 from rlhf.trainers.common import (
     RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
     make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
-    write_summary,
+    weights_in_sync, write_summary,
 )
 
 CONFIG_CLASS = DPOConfig
@@ -147,6 +147,7 @@ def run(config: DPOConfig) -> dict:
     save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={
         TRAINING_INFO_FILE: {"stage": "dpo", "base_model": config.model_name_or_path}})
     summary["model"] = str(output_dir / "model")
+    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
     summary["wall_time_s"] = logger.elapsed()
     logger.close()
     write_summary(output_dir, summary, accelerator)

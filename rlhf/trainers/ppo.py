@@ -32,7 +32,7 @@ from rlhf.rollout.prompts import PromptSampler
 from rlhf.rollout.rewards import FunctionScorer, RewardModelScorer, load_function
 from rlhf.trainers.common import (
     RunLogger, clip_and_step, make_accelerator, make_optimizer, make_scheduler, prepare_output_dir, save_pretrained_atomic,
-    seed_everything, write_summary,
+    seed_everything, weights_in_sync, write_summary,
 )
 
 CONFIG_CLASS = PPOConfig
@@ -181,6 +181,7 @@ def run(config: PPOConfig) -> dict:
     if unwrapped.value_model is not None:
         save_pretrained_atomic(unwrapped.value_model, tokenizer, output_dir / "value_model", accelerator)
     summary["model"] = str(output_dir / "model")
+    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
     summary["wall_time_s"] = logger.elapsed()
     logger.close()
     write_summary(output_dir, summary, accelerator)

@@ -21,7 +21,7 @@ from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
 from rlhf.trainers.common import (
     RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
     make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
-    write_summary,
+    weights_in_sync, write_summary,
 )
 
 CONFIG_CLASS = RewardConfig
@@ -64,15 +64,14 @@ def run(config: RewardConfig) -> dict:
     while step < total_steps:
         for batch_indices in epoch_batches(epoch):
             examples = [train_pairs[i] for i in batch_indices]
-            batch = to_device(collate_pairs(examples, pad_id), accelerator.device)
-            weights = torch.tensor([weights_by_labeler.get(x.get("labeler"), 1.0) for x in examples],
-                                   device=accelerator.device) if weights_by_labeler else None
+            batch = to_device(collate_pairs(examples, pad_id, labeler_weights=weights_by_labeler or None),
+                              accelerator.device)
             with accelerator.accumulate(model):
                 rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
                 chosen_rewards, rejected_rewards = rewards.chunk(2)  # (B,), (B,)
                 loss, stats = pairwise_rm_loss(
                     chosen_rewards, rejected_rewards, margin=batch["margin"] if config.use_margin else None,
-                    center_coef=config.center_rewards_coefficient, weights=weights,
+                    center_coef=config.center_rewards_coefficient, weights=batch.get("weights"),
                 )
                 accelerator.backward(loss)
                 grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
@@ -109,6 +108,7 @@ def run(config: RewardConfig) -> dict:
         TRAINING_INFO_FILE: {"stage": "rm", "base_model": config.model_name_or_path},
     })
     summary["model"] = str(output_dir / "model")
+    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
     summary["wall_time_s"] = logger.elapsed()
     logger.close()
     write_summary(output_dir, summary, accelerator)

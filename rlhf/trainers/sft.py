@@ -17,7 +17,7 @@ from rlhf.models.loading import TRAINING_INFO_FILE, load_model_and_tokenizer
 from rlhf.trainers.common import (
     RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
     make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
-    write_summary,
+    weights_in_sync, write_summary,
 )
 
 CONFIG_CLASS = SFTConfig
@@ -56,6 +56,8 @@ def run(config: SFTConfig) -> dict:
                        postfix_keys=("loss/sft", "eval/loss"))
 
     # 3. Train: epochs x batches, one optimizer step per `gradient_accumulation_steps` batches.
+    loss_before = (evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)["eval/loss"]
+                   if eval_examples else None)
     step, epoch, window_losses = 0, 0, []
     model.train()
     while step < total_steps:
@@ -90,9 +92,11 @@ def run(config: SFTConfig) -> dict:
         eval_metrics = evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)
         logger.log(step, eval_metrics)
         summary.update(eval_metrics)
+        summary["eval/loss_before"] = loss_before
     save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator,
                            extra_files={TRAINING_INFO_FILE: {"stage": "sft", "base_model": config.model_name_or_path}})
     summary["model"] = str(output_dir / "model")
+    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
     summary["wall_time_s"] = logger.elapsed()
     logger.close()
     write_summary(output_dir, summary, accelerator)

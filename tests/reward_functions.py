@@ -1,0 +1,9 @@
+"""Programmatic rewards for the PPO tests (imported by module:name like a user's own function)."""
+
+TARGET = "e"
+
+
+def target_char_rate(prompts, responses, ended):
+    """Fraction of the response's characters that are the target character: a reward a random
+    tiny model earns sometimes (so PPO has a signal) and can raise a lot."""
+    return [response.count(TARGET) / max(1, len(response)) for response in responses]

@@ -64,3 +64,17 @@ def toy_data(tmp_path_factory):
         for i, (a, b) in enumerate(pairs)])
     prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": arithmetic_prompt(a, b)} for a, b in pairs[:32]])
     return {"demos": demos, "pairs": comparisons, "prompts": prompts, "root": root}
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_model_dir(tmp_path_factory):
+    """A tiny random model with the embedded tokenizer: the demo's data, fast."""
+    from rlhf.embedded import EMBEDDED_BASE_MODEL
+    from rlhf.models.loading import load_tokenizer
+    from rlhf.models.tiny import build_tiny_model_for_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny_embedded")
+    tokenizer = load_tokenizer(EMBEDDED_BASE_MODEL)
+    tokenizer.save_pretrained(path)
+    build_tiny_model_for_tokenizer(tokenizer, n_layer=2, n_embd=32, n_head=2, seed=0).save_pretrained(path)
+    return path

@@ -83,3 +83,8 @@ def test_cli_help_lists_options_and_defaults(capsys):
         main(["ppo", "--help"])
     out = capsys.readouterr().out
     assert "--kl_coef" in out and "(default: 0.05)" in out
+
+
+def test_unknown_flag_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown option\\(s\\) --learnig_rate 3"):
+        parse_config(SFTConfig, ["--train_file", "d.jsonl", "--learnig_rate", "3"])

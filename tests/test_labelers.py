@@ -8,7 +8,7 @@ import pytest
 
 from rlhf.embedded.corpus import good_response, padded_response, wrong_response
 from rlhf.embedded.gold import gold_reward
-from rlhf.embedded.task import format_prompt, instructions, make_arithmetic, parse_instruction
+from rlhf.embedded.task import format_prompt, instructions, parse_instruction
 from rlhf.feedback import (
     SimulatedLabeler, candidate_responses, cohens_kappa, generate_task_data, gold_labeler, labeler_pool,
     pairwise_agreement, rankings_to_comparisons, write_jsonl,
@@ -45,9 +45,10 @@ def test_rank_is_best_first():
     # gold: 0.4, 1.0, 0.4, 0.2 -> a labeler without noise or bias puts " 12." first
     ranking = gold_labeler().rank(ADD, responses, [True] * 4, random.Random(0))
     assert ranking[0] == 1 and ranking[-1] == 3 and sorted(ranking) == [0, 1, 2, 3]
-    # not ending costs 0.2: the truncated correct answer drops below the wrong ones? no, to 0.8
-    ranking = gold_labeler().rank(ADD, [" 13.", " 12."], [True, False], random.Random(0))
-    assert ranking == [1, 0]
+    # a cut-off correct answer (0.8) still beats a complete wrong one (0.4)
+    assert gold_labeler().rank(ADD, [" 13.", " 12."], [True, False], random.Random(0)) == [1, 0]
+    # and between two correct answers, the one that ended wins
+    assert gold_labeler().rank(ADD, [" 12.", " 12."], [False, True], random.Random(0)) == [1, 0]
 
 
 def test_noisy_rankings_are_permutations():

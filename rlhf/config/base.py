@@ -128,7 +128,11 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | No
     if known.config:
         parser.set_defaults(**load_yaml_config(known.config, config_cls))
     # The parser also returns a namespace holding --config; the dataclass comes first.
-    config = parser.parse_args_into_dataclasses(args=list(rest), look_for_args_file=False)[0]
+    outputs = parser.parse_args_into_dataclasses(args=list(rest), look_for_args_file=False,
+                                                 return_remaining_strings=True)
+    config, remaining = outputs[0], outputs[-1]
+    if remaining:
+        raise ConfigError(f"unknown option(s) {' '.join(remaining)} for {prog or config_cls.__name__} (see --help)")
     config.validate()
     return config
 

@@ -76,7 +76,7 @@ class PPOConfig(TrainingConfig):
     gold_reward_function: str = field(
         default="",
         metadata={"help": "Optional module:name of a gold reward f(prompts, responses, ended) logged as gold/score "
-                  "(never used for training); the embedded task's is rlhf.embedded.gold:batch_gold_reward."},
+                  "(never used for training); the embedded task's is rlhf.embedded.gold:gold_rewards."},
     )
     sample_every: int = field(default=10, metadata={"help": "Log a few sample responses every this many steps (0: never)."})
     num_samples_to_log: int = field(default=3, metadata={"help": "How many sample responses each time."})

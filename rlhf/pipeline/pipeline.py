@@ -35,6 +35,7 @@ class PipelineConfig:
     output_dir: str = field(default="runs/pipeline", metadata={"help": "Each stage writes to output_dir/<stage>."})
     stages: str = field(default="sft,rm,ppo", metadata={"help": "Comma-separated stages to run, in pipeline order (sft, rm, ppo, dpo)."})
     seed: int = field(default=0, metadata={"help": "Seed passed to every stage that does not set its own."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bars of every stage."})
     sft: Any = field(default=None, metadata={"help": "Options of the SFT stage (a mapping in YAML, or JSON on the command line)."})
     rm: Any = field(default=None, metadata={"help": "Options of the reward-model stage."})
     ppo: Any = field(default=None, metadata={"help": "Options of the PPO stage."})
@@ -89,7 +90,8 @@ def stage_configs(config: PipelineConfig) -> list[tuple[str, Any]]:
     }
     resolved = []
     for stage in config.stage_list():
-        values = {"output_dir": str(root / stage), "seed": config.seed, **chained[stage], **config.section(stage)}
+        values = {"output_dir": str(root / stage), "seed": config.seed, "disable_tqdm": config.disable_tqdm,
+                  **chained[stage], **config.section(stage)}
         if stage == "ppo" and values.get("reward_function"):
             values.pop("reward_model_path", None)
         resolved.append((stage, config_from_dict(classes[stage], values)))

@@ -1,0 +1,228 @@
+"""``rlhf demo``: the whole InstructGPT pipeline on the embedded task, offline, measured.
+
+1. Data: simulated labelers write demonstrations and rank synthetic candidate responses.
+2. SFT on the demonstrations, from the embedded base model.
+3. Comparisons on the SFT policy's own samples: labelers rank K responses per prompt, half
+   sampled from the SFT policy and half synthetic (InstructGPT ranks policy samples).
+4. Reward model from the SFT model on those rankings.
+5. PPO from the SFT model against the reward model, with a KL penalty to the SFT model.
+6. DPO from the SFT model on the same comparisons.
+7. A table on held-out prompts: gold reward, reward-model score, KL to the SFT reference and
+   length of the base, SFT, PPO and DPO policies, with each stage's wall time.
+With ``--ablation no-kl`` PPO also runs with beta = 0 and a plot shows reward hacking:
+the reward model's score rises while the gold reward falls.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlhf.config.base import ConfigError, config_from_dict, save_config
+from rlhf.embedded import EMBEDDED_BASE_MODEL
+from rlhf.feedback.labelers import generate_task_data, labeler_pool, ranking_record, write_jsonl
+
+GOLD_FUNCTION = "rlhf.embedded.gold:gold_rewards"
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and step counts of the demo; the defaults finish in about 15 minutes on 2 CPU cores."""
+
+    output_dir: str = field(default="runs/demo", metadata={"help": "Where every stage and the final table are written."})
+    model_name_or_path: str = field(default=EMBEDDED_BASE_MODEL, metadata={"help": "Base model (default: the embedded one)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the data, the labelers and every stage."})
+    ablation: str = field(
+        default="",
+        metadata={"help": "no-kl: also run PPO with beta = 0 and plot RM score, gold reward and KL over steps for both."},
+    )
+    num_demonstrations: int = field(default=1500, metadata={"help": "Labeler demonstrations for SFT."})
+    num_rankings: int = field(default=1200, metadata={"help": "Prompts ranked by labelers for the reward model and DPO."})
+    ranking_k: int = field(default=4, metadata={"help": "Responses ranked per prompt (K(K-1)/2 comparisons each)."})
+    policy_samples_per_ranking: int = field(default=2, metadata={"help": "Of the K responses, how many are sampled from the SFT policy."})
+    sft_steps: int = field(default=400, metadata={"help": "SFT optimizer steps."})
+    rm_steps: int = field(default=400, metadata={"help": "Reward-model optimizer steps."})
+    ppo_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update)."})
+    dpo_steps: int = field(default=300, metadata={"help": "DPO optimizer steps."})
+    kl_coef: float = field(default=0.05, metadata={"help": "beta of PPO's KL penalty."})
+    max_new_tokens: int = field(default=40, metadata={"help": "Longest sampled response."})
+    eval_prompts: int = field(default=0, metadata={"help": "Held-out prompts in the final table (0: all)."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+
+    def validate(self) -> None:
+        if self.ablation not in ("", "no-kl"):
+            raise ConfigError(f"ablation must be empty or no-kl, got {self.ablation!r}")
+        if not 0 <= self.policy_samples_per_ranking <= self.ranking_k:
+            raise ConfigError("policy_samples_per_ranking must be between 0 and ranking_k")
+
+
+CONFIG_CLASS = DemoConfig
+
+
+def stage_options(config: DemoConfig, root: Path, data: dict[str, Path]) -> dict[str, dict]:
+    """Every stage's options, tuned for the embedded 4M-parameter model on a CPU."""
+    common = {"seed": config.seed, "disable_tqdm": config.disable_tqdm, "max_length": 192}
+    sft_model, rm_model = str(root / "sft" / "model"), str(root / "rm" / "model")
+    ppo = {**common, "model_name_or_path": sft_model, "reward_model_path": rm_model, "output_dir": str(root / "ppo"),
+           "prompts_file": str(data["prompts_train"]), "eval_prompts_file": str(data["prompts_test"]),
+           "gold_reward_function": GOLD_FUNCTION, "max_steps": config.ppo_steps, "rollout_batch_size": 64,
+           "per_device_train_batch_size": 16, "ppo_epochs": 4, "learning_rate": 3e-5, "kl_coef": config.kl_coef,
+           "max_new_tokens": config.max_new_tokens, "temperature": 1.0, "reward_normalization": "rm_stats",
+           "missing_eos_penalty": 1.0, "logging_steps": 1, "sample_every": 10}
+    return {
+        "sft": {**common, "model_name_or_path": config.model_name_or_path, "train_file": str(data["sft_train"]),
+                "eval_file": str(data["sft_test"]), "output_dir": str(root / "sft"), "max_steps": config.sft_steps,
+                "per_device_train_batch_size": 16, "learning_rate": 5e-4, "logging_steps": 25},
+        "rm": {**common, "model_name_or_path": sft_model, "train_file": str(data["rankings_policy"]),
+               "eval_fraction": 0.1, "output_dir": str(root / "rm"), "max_steps": config.rm_steps,
+               "per_device_train_batch_size": 16, "learning_rate": 2e-4, "center_rewards_coefficient": 0.01,
+               "logging_steps": 25},
+        "ppo": ppo,
+        "ppo_no_kl": {**ppo, "kl_coef": 0.0, "output_dir": str(root / "ppo_no_kl")},
+        "dpo": {**common, "model_name_or_path": sft_model, "train_file": str(data["rankings_policy"]),
+                "eval_fraction": 0.1, "output_dir": str(root / "dpo"), "max_steps": config.dpo_steps,
+                "per_device_train_batch_size": 16, "learning_rate": 1e-4, "beta": 0.1, "logging_steps": 25},
+    }
+
+
+def run(config: DemoConfig) -> dict:
+    from rlhf.config.dpo import DPOConfig
+    from rlhf.config.ppo import PPOConfig
+    from rlhf.config.reward import RewardConfig
+    from rlhf.config.sft import SFTConfig
+    from rlhf.trainers import dpo, ppo, reward, sft
+
+    root = Path(config.output_dir)
+    save_config(config, root, name="demo_config.yaml")
+    times: dict[str, float] = {}
+
+    def timed(name, function, *args):
+        start = time.time()
+        print(f"\n=== rlhf demo: {name}", flush=True)
+        result = function(*args)
+        times[name] = round(time.time() - start, 1)
+        return result
+
+    # 1. Data from simulated labelers.
+    data = timed("data", generate_task_data, root / "data", config.seed, config.num_demonstrations,
+                 config.num_rankings, config.ranking_k)
+    options = stage_options(config, root, {**data, "rankings_policy": root / "data" / "rankings_policy.jsonl"})
+    # 2. SFT.
+    results = {"sft": timed("sft", sft.run, config_from_dict(SFTConfig, options["sft"]))}
+    # 3. Labelers rank SFT samples mixed with synthetic candidates.
+    timed("rankings", rank_policy_samples, config, data["rankings_train"], root / "sft" / "model",
+          root / "data" / "rankings_policy.jsonl")
+    # 4-6. Reward model, PPO, DPO.
+    results["rm"] = timed("rm", reward.run, config_from_dict(RewardConfig, options["rm"]))
+    results["ppo"] = timed("ppo", ppo.run, config_from_dict(PPOConfig, options["ppo"]))
+    results["dpo"] = timed("dpo", dpo.run, config_from_dict(DPOConfig, options["dpo"]))
+    if config.ablation == "no-kl":
+        results["ppo_no_kl"] = timed("ppo_no_kl", ppo.run, config_from_dict(PPOConfig, options["ppo_no_kl"]))
+
+    # 7. The table on held-out prompts.
+    policies = {"base": config.model_name_or_path, "sft": root / "sft" / "model", "ppo": root / "ppo" / "model",
+                "dpo": root / "dpo" / "model"}
+    if config.ablation == "no-kl":
+        policies["ppo (beta=0)"] = root / "ppo_no_kl" / "model"
+    rows = timed("evaluation", evaluate_policies, config, policies, data["prompts_test"], root / "sft" / "model",
+                 root / "rm" / "model")
+    train_time = {"sft": times["sft"], "ppo": times["ppo"], "dpo": times["dpo"], "ppo (beta=0)": times.get("ppo_no_kl")}
+    for name, row in rows.items():
+        row["train_time_s"] = train_time.get(name)
+    outcome = {
+        "table": rows, "rm_eval_accuracy": results["rm"].get("eval/accuracy"),
+        "rm_eval_accuracy_stderr": results["rm"].get("eval/accuracy_stderr"), "stage_wall_time_s": times,
+        "total_wall_time_s": round(sum(times.values()), 1),
+    }
+    if config.ablation == "no-kl":
+        from rlhf.evaluation.plots import plot_reward_hacking
+
+        outcome["plot"] = str(plot_reward_hacking({"beta=%g" % config.kl_coef: root / "ppo", "beta=0": root / "ppo_no_kl"},
+                                                  root / "reward_hacking.png"))
+    table = format_table(rows)
+    (root / "demo_table.md").write_text(table + "\n", encoding="utf-8")
+    (root / "demo_results.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
+    print(f"\n{table}\n\nreward model held-out accuracy: {outcome['rm_eval_accuracy']:.3f} "
+          f"(± {outcome['rm_eval_accuracy_stderr']:.3f})\nwall time: {outcome['total_wall_time_s']} s "
+          f"{json.dumps(times)}\nresults: {root / 'demo_results.json'}")
+    return outcome
+
+
+@torch.no_grad()
+def rank_policy_samples(config: DemoConfig, rankings_file: Path, policy_path: Path, out_path: Path) -> Path:
+    """Replace ``policy_samples_per_ranking`` of each ranking's K synthetic responses with samples
+    from the SFT policy, and have the same labeler rank the mixed set (with end-of-text flags)."""
+    from rlhf.data import collate_prompts
+    from rlhf.models.loading import load_causal_lm, load_tokenizer
+    from rlhf.rollout.generation import SamplingParams, decode_responses, generate
+
+    records = [json.loads(line) for line in Path(rankings_file).read_text(encoding="utf-8").splitlines()]
+    labelers = {l.name: l for l in labeler_pool(seed=config.seed)}
+    m = config.policy_samples_per_ranking
+    rng = random.Random(f"policy-rankings-{config.seed}")
+    if m == 0:
+        return write_jsonl(out_path, records)
+    tokenizer = load_tokenizer(policy_path, padding_side="left")
+    policy = load_causal_lm(policy_path, tokenizer).eval()
+    sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0)
+    torch.manual_seed(config.seed)
+    out = []
+    for start in range(0, len(records), 64):
+        chunk = records[start:start + 64]
+        prompts = [{"input_ids": tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]}
+                   for r in chunk for _ in range(m)]
+        batch = collate_prompts(prompts, tokenizer.pad_token_id)
+        rollout = generate(policy, batch["input_ids"], batch["attention_mask"], sampling, tokenizer.eos_token_id,
+                           tokenizer.pad_token_id)
+        samples, ended = decode_responses(tokenizer, rollout), rollout.ended.tolist()
+        for i, record in enumerate(chunk):
+            keep = [(r, True) for r in record["responses"][: config.ranking_k - m]]
+            drawn = [(samples[i * m + j], ended[i * m + j]) for j in range(m)]
+            mixed = [(r, e) for r, e in keep + drawn if r.strip()]
+            texts = list(dict.fromkeys(r for r, _ in mixed))  # distinct, in order
+            if len(texts) < 2:
+                continue
+            ended_of = {r: e for r, e in mixed}
+            out.append(ranking_record(labelers[record["labeler"]], record["prompt"], texts, rng,
+                                      ended=[ended_of[r] for r in texts]))
+    return write_jsonl(out_path, out)
+
+
+def evaluate_policies(config: DemoConfig, policies: dict, prompts_file: Path, reference_path: Path,
+                      reward_path: Path) -> dict[str, dict]:
+    """Gold reward, RM score, KL to the SFT reference and length of each policy on held-out prompts."""
+    from rlhf.data import load_prompts, tokenize_prompts
+    from rlhf.evaluation.policy_eval import evaluate_policy
+    from rlhf.models.loading import load_causal_lm, load_tokenizer
+    from rlhf.rollout.generation import SamplingParams
+    from rlhf.rollout.rewards import RewardModelScorer, load_function
+
+    tokenizer = load_tokenizer(reference_path, padding_side="left")
+    prompts = tokenize_prompts(load_prompts(prompts_file, tokenizer=tokenizer), tokenizer, max_prompt_length=128)
+    if config.eval_prompts:
+        prompts = prompts[: config.eval_prompts]
+    reference = load_causal_lm(reference_path, tokenizer).eval()
+    reward = RewardModelScorer([str(reward_path)], tokenizer, torch.device("cpu"))
+    gold = load_function(GOLD_FUNCTION)
+    sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0)
+    rows = {}
+    for name, path in policies.items():
+        policy = load_causal_lm(path, tokenizer).eval()
+        rows[name] = evaluate_policy(policy, reference, tokenizer, prompts, sampling, reward=reward,
+                                     gold_function=gold, batch_size=64, seed=config.seed)
+    return rows
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    lines = ["| policy | gold reward | RM score | KL to SFT | length (tokens) | ended | train time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        time_s = "" if r.get("train_time_s") is None else f"{r['train_time_s']:.0f}"
+        lines.append(f"| {name} | {r['gold']:.3f} | {r['score']:.3f} | {r['kl']:.2f} | {r['length']:.1f} | "
+                     f"{r['ended_frac']:.2f} | {time_s} |")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Every CLI stage as a user runs it: a subprocess, tiny step counts, real files out."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+TESTS = Path(__file__).parent
+
+
+def rlhf(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    return subprocess.run([sys.executable, "-m", "rlhf", *map(str, args), "--disable_tqdm", "true"], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_pipeline_runs_sft_rm_ppo_from_one_yaml(tiny_model_dir, toy_data, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "output_dir": str(tmp_path / "out"), "stages": "sft,rm,ppo",
+        "sft": {"train_file": str(toy_data["demos"]), "max_steps": 3},
+        "rm": {"train_file": str(toy_data["pairs"]), "max_steps": 3},
+        "ppo": {"prompts_file": str(toy_data["prompts"]), "max_steps": 2, "rollout_batch_size": 8,
+                "per_device_train_batch_size": 4, "max_new_tokens": 6},
+    }))
+    result = rlhf("pipeline", "--config", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("sft", "rm", "ppo"):
+        assert (tmp_path / "out" / stage / "model" / "model.safetensors").is_file()
+    # PPO read the reward model the pipeline trained, and started from the SFT model
+    ppo_config = yaml.safe_load((tmp_path / "out" / "ppo" / "config.yaml").read_text())
+    assert ppo_config["reward_model_path"] == str(tmp_path / "out" / "rm" / "model")
+    assert ppo_config["model_name_or_path"] == str(tmp_path / "out" / "sft" / "model")
+
+
+def test_bad_record_fails_with_file_line_field_and_writes_no_model(tiny_model_dir, tmp_path):
+    data = tmp_path / "demos.jsonl"
+    data.write_text('{"prompt": "a", "completion": " b"}\n{"prompt": "a", "completion": 3}\n')
+    result = rlhf("sft", "--model_name_or_path", tiny_model_dir, "--train_file", data, "--output_dir", tmp_path / "out",
+                  cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{data}, line 2, field 'completion'" in result.stderr
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_missing_model_is_a_clear_error(toy_data, tmp_path):
+    result = rlhf("sft", "--model_name_or_path", tmp_path / "no-such-model", "--train_file", toy_data["demos"],
+                  "--output_dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "is not a local folder" in result.stderr and "never downloads" in result.stderr
+
+
+def test_unwritable_output_dir_fails_at_start(tiny_model_dir, toy_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = rlhf("sft", "--model_name_or_path", tiny_model_dir, "--train_file", toy_data["demos"],
+                  "--output_dir", blocker / "out", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot write to output_dir" in result.stderr
+
+
+def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
+    result = rlhf("demo", "--model_name_or_path", tiny_demo_model_dir, "--output_dir", tmp_path / "demo",
+                  "--num_demonstrations", 64, "--num_rankings", 32, "--sft_steps", 3, "--rm_steps", 3, "--ppo_steps", 2,
+                  "--dpo_steps", 3, "--eval_prompts", 8, "--max_new_tokens", 8, "--ablation", "no-kl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
+    assert set(outcome["table"]) == {"base", "sft", "ppo", "dpo", "ppo (beta=0)"}
+    for row in outcome["table"].values():
+        assert {"gold", "score", "kl", "length"} <= set(row)
+    assert abs(outcome["table"]["sft"]["kl"]) < 1e-4  # the SFT policy is the reference itself
+    assert (tmp_path / "demo" / "reward_hacking.png").stat().st_size > 10_000
+    assert "| policy | gold reward |" in (tmp_path / "demo" / "demo_table.md").read_text()

@@ -55,11 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(STAGES[stage][0])
     from rlhf.config.base import ConfigError, parse_config
     from rlhf.data.errors import DataError
+    from rlhf.trainers.loop import NonFiniteError, TrainingInterrupted
 
     try:
         config = parse_config(module.CONFIG_CLASS, rest, prog=f"rlhf {stage}", description=STAGES[stage][1])
         module.run(config)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except TrainingInterrupted as stop:
+        print(f"rlhf {stage}: {stop}", file=sys.stderr)
+        return 128 + stop.signum  # the shell's convention for "ended by this signal"
+    except (ConfigError, DataError, FileNotFoundError, NonFiniteError) as err:
         print(f"rlhf {stage}: error: {err}", file=sys.stderr)
         return 1
     return 0

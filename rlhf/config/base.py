@@ -57,7 +57,21 @@ class TrainingConfig:
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training data (ignored when max_steps > 0)."})
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; -1 means derive them from num_train_epochs."})
     logging_steps: int = field(default=10, metadata={"help": "Write metrics every this many optimizer steps."})
-    save_steps: int = field(default=0, metadata={"help": "Save a checkpoint every this many optimizer steps (0: only at the end)."})
+    save_steps: int = field(
+        default=0,
+        metadata={"help": "Save a resumable checkpoint every this many steps (0: none; the final model is always saved). "
+                  "SIGINT/SIGTERM also save one."},
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Keep only the newest this many checkpoints (0: keep all)."})
+    resume: str = field(
+        default="",
+        metadata={"help": "Continue a killed run: `--resume` (or `--resume latest`) takes the newest intact checkpoint "
+                  "in output_dir; `--resume PATH` a given one."},
+    )
+    max_nonfinite_skips: int = field(
+        default=0,
+        metadata={"help": "Skip up to this many steps whose loss or gradient is NaN/inf; past that (default: at once) stop."},
+    )
     report_to: str = field(
         default="tensorboard",
         metadata={"help": "Where metrics go besides metrics.jsonl: tensorboard or none."},
@@ -119,6 +133,7 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | No
     """Build a stage config from defaults < ``--config`` YAML < command-line flags, then validate it."""
     from transformers import HfArgumentParser
 
+    argv = _expand_bare_resume(list(argv) if argv is not None else None)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
@@ -135,6 +150,18 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | No
         raise ConfigError(f"unknown option(s) {' '.join(remaining)} for {prog or config_cls.__name__} (see --help)")
     config.validate()
     return config
+
+
+def _expand_bare_resume(argv: list[str] | None) -> list[str] | None:
+    """``--resume`` alone means ``--resume latest``."""
+    if argv is None:
+        return None
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append("latest")
+    return out
 
 
 def config_from_dict(config_cls: type[C], values: dict[str, Any]) -> C:

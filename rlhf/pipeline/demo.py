@@ -26,6 +26,7 @@ import torch
 from rlhf.config.base import ConfigError, config_from_dict, save_config
 from rlhf.embedded import EMBEDDED_BASE_MODEL
 from rlhf.feedback.labelers import generate_task_data, labeler_pool, ranking_record, write_jsonl
+from rlhf.pipeline.pipeline import finished_summary
 
 GOLD_FUNCTION = "rlhf.embedded.gold:gold_rewards"
 
@@ -53,6 +54,11 @@ class DemoConfig:
     max_new_tokens: int = field(default=40, metadata={"help": "Longest sampled response."})
     eval_prompts: int = field(default=0, metadata={"help": "Held-out prompts in the final table (0: all)."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue a killed demo: finished stages are skipped, the interrupted one resumes from its "
+                  "newest intact checkpoint."},
+    )
 
     def validate(self) -> None:
         if self.ablation not in ("", "no-kl"):
@@ -66,27 +72,29 @@ CONFIG_CLASS = DemoConfig
 
 def stage_options(config: DemoConfig, root: Path, data: dict[str, Path]) -> dict[str, dict]:
     """Every stage's options, tuned for the embedded 4M-parameter model on a CPU."""
-    common = {"seed": config.seed, "disable_tqdm": config.disable_tqdm, "max_length": 192}
+    common = {"seed": config.seed, "disable_tqdm": config.disable_tqdm, "max_length": 192,
+              "resume": "latest" if config.resume else ""}
     sft_model, rm_model = str(root / "sft" / "model"), str(root / "rm" / "model")
     ppo = {**common, "model_name_or_path": sft_model, "reward_model_path": rm_model, "output_dir": str(root / "ppo"),
            "prompts_file": str(data["prompts_train"]), "eval_prompts_file": str(data["prompts_test"]),
            "gold_reward_function": GOLD_FUNCTION, "max_steps": config.ppo_steps, "rollout_batch_size": 64,
            "per_device_train_batch_size": 16, "ppo_epochs": 4, "learning_rate": 3e-5, "kl_coef": config.kl_coef,
            "max_new_tokens": config.max_new_tokens, "temperature": 1.0, "reward_normalization": "rm_stats",
-           "missing_eos_penalty": 1.0, "logging_steps": 1, "sample_every": 10}
+           "missing_eos_penalty": 1.0, "logging_steps": 1, "sample_every": 10, "save_steps": 10}
     return {
         "sft": {**common, "model_name_or_path": config.model_name_or_path, "train_file": str(data["sft_train"]),
                 "eval_file": str(data["sft_test"]), "output_dir": str(root / "sft"), "max_steps": config.sft_steps,
-                "per_device_train_batch_size": 16, "learning_rate": 5e-4, "logging_steps": 25},
+                "per_device_train_batch_size": 16, "learning_rate": 5e-4, "logging_steps": 25, "save_steps": 100},
         "rm": {**common, "model_name_or_path": sft_model, "train_file": str(data["rankings_policy"]),
                "eval_fraction": 0.1, "output_dir": str(root / "rm"), "max_steps": config.rm_steps,
                "per_device_train_batch_size": 16, "learning_rate": 2e-4, "center_rewards_coefficient": 0.01,
-               "logging_steps": 25},
+               "logging_steps": 25, "save_steps": 100},
         "ppo": ppo,
         "ppo_no_kl": {**ppo, "kl_coef": 0.0, "output_dir": str(root / "ppo_no_kl")},
         "dpo": {**common, "model_name_or_path": sft_model, "train_file": str(data["rankings_policy"]),
                 "eval_fraction": 0.1, "output_dir": str(root / "dpo"), "max_steps": config.dpo_steps,
-                "per_device_train_batch_size": 16, "learning_rate": 1e-4, "beta": 0.1, "logging_steps": 25},
+                "per_device_train_batch_size": 16, "learning_rate": 1e-4, "beta": 0.1, "logging_steps": 25,
+                "save_steps": 100},
     }
 
 
@@ -108,21 +116,32 @@ def run(config: DemoConfig) -> dict:
         times[name] = round(time.time() - start, 1)
         return result
 
-    # 1. Data from simulated labelers.
+    def train(name, runner, config_class):
+        """A training stage; with --resume a finished one is skipped (its summary keeps its time)."""
+        stage_config = config_from_dict(config_class, options[name])
+        done = finished_summary(stage_config.output_dir) if config.resume else None
+        if done is not None:
+            print(f"\n=== rlhf demo: {name} already finished, skipped", flush=True)
+            times[name] = done.get("wall_time_s")
+            return done
+        return timed(name, runner, stage_config)
+
+    # 1. Data from simulated labelers (deterministic; every file is written atomically).
     data = timed("data", generate_task_data, root / "data", config.seed, config.num_demonstrations,
                  config.num_rankings, config.ranking_k)
-    options = stage_options(config, root, {**data, "rankings_policy": root / "data" / "rankings_policy.jsonl"})
+    policy_rankings = root / "data" / "rankings_policy.jsonl"
+    options = stage_options(config, root, {**data, "rankings_policy": policy_rankings})
     # 2. SFT.
-    results = {"sft": timed("sft", sft.run, config_from_dict(SFTConfig, options["sft"]))}
+    results = {"sft": train("sft", sft.run, SFTConfig)}
     # 3. Labelers rank SFT samples mixed with synthetic candidates.
-    timed("rankings", rank_policy_samples, config, data["rankings_train"], root / "sft" / "model",
-          root / "data" / "rankings_policy.jsonl")
+    if not (config.resume and policy_rankings.is_file()):
+        timed("rankings", rank_policy_samples, config, data["rankings_train"], root / "sft" / "model", policy_rankings)
     # 4-6. Reward model, PPO, DPO.
-    results["rm"] = timed("rm", reward.run, config_from_dict(RewardConfig, options["rm"]))
-    results["ppo"] = timed("ppo", ppo.run, config_from_dict(PPOConfig, options["ppo"]))
-    results["dpo"] = timed("dpo", dpo.run, config_from_dict(DPOConfig, options["dpo"]))
+    results["rm"] = train("rm", reward.run, RewardConfig)
+    results["ppo"] = train("ppo", ppo.run, PPOConfig)
+    results["dpo"] = train("dpo", dpo.run, DPOConfig)
     if config.ablation == "no-kl":
-        results["ppo_no_kl"] = timed("ppo_no_kl", ppo.run, config_from_dict(PPOConfig, options["ppo_no_kl"]))
+        results["ppo_no_kl"] = train("ppo_no_kl", ppo.run, PPOConfig)
 
     # 7. The table on held-out prompts.
     policies = {"base": config.model_name_or_path, "sft": root / "sft" / "model", "ppo": root / "ppo" / "model",
@@ -131,13 +150,14 @@ def run(config: DemoConfig) -> dict:
         policies["ppo (beta=0)"] = root / "ppo_no_kl" / "model"
     rows = timed("evaluation", evaluate_policies, config, policies, data["prompts_test"], root / "sft" / "model",
                  root / "rm" / "model")
-    train_time = {"sft": times["sft"], "ppo": times["ppo"], "dpo": times["dpo"], "ppo (beta=0)": times.get("ppo_no_kl")}
+    train_time = {"sft": times.get("sft"), "ppo": times.get("ppo"), "dpo": times.get("dpo"),
+                  "ppo (beta=0)": times.get("ppo_no_kl")}
     for name, row in rows.items():
         row["train_time_s"] = train_time.get(name)
     outcome = {
         "table": rows, "rm_eval_accuracy": results["rm"].get("eval/accuracy"),
         "rm_eval_accuracy_stderr": results["rm"].get("eval/accuracy_stderr"), "stage_wall_time_s": times,
-        "total_wall_time_s": round(sum(times.values()), 1),
+        "total_wall_time_s": round(sum(t for t in times.values() if t), 1),
     }
     if config.ablation == "no-kl":
         from rlhf.evaluation.plots import plot_reward_hacking

@@ -36,6 +36,11 @@ class PipelineConfig:
     stages: str = field(default="sft,rm,ppo", metadata={"help": "Comma-separated stages to run, in pipeline order (sft, rm, ppo, dpo)."})
     seed: int = field(default=0, metadata={"help": "Seed passed to every stage that does not set its own."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bars of every stage."})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue a killed pipeline: finished stages are skipped, the interrupted one resumes from "
+                  "its newest intact checkpoint."},
+    )
     sft: Any = field(default=None, metadata={"help": "Options of the SFT stage (a mapping in YAML, or JSON on the command line)."})
     rm: Any = field(default=None, metadata={"help": "Options of the reward-model stage."})
     ppo: Any = field(default=None, metadata={"help": "Options of the PPO stage."})
@@ -90,6 +95,8 @@ def stage_configs(config: PipelineConfig) -> list[tuple[str, Any]]:
     }
     resolved = []
     for stage in config.stage_list():
+        if config.resume:
+            chained[stage]["resume"] = "latest"
         values = {"output_dir": str(root / stage), "seed": config.seed, "disable_tqdm": config.disable_tqdm,
                   **chained[stage], **config.section(stage)}
         if stage == "ppo" and values.get("reward_function"):
@@ -106,6 +113,19 @@ def run(config: PipelineConfig) -> dict[str, dict]:
     save_config(config, config.output_dir, name="pipeline_config.yaml")
     results = {}
     for stage, stage_config in configs:
+        done = finished_summary(stage_config.output_dir) if config.resume else None
+        if done is not None:
+            print(f"\n=== rlhf pipeline: {stage} already finished in {stage_config.output_dir}, skipped")
+            results[stage] = done
+            continue
         print(f"\n=== rlhf pipeline: {stage} -> {stage_config.output_dir}")
         results[stage] = runners[stage](stage_config)
     return results
+
+
+def finished_summary(output_dir: str | Path) -> dict | None:
+    """A stage's summary if it ran to the end (the summary is written last, atomically)."""
+    path = Path(output_dir) / "summary.json"
+    if path.is_file() and (Path(output_dir) / "model").is_dir():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return None

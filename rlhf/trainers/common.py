@@ -85,7 +85,10 @@ class RunLogger:
     TensorBoard scalars, and a tqdm progress bar showing the key numbers."""
 
     def __init__(self, output_dir: Path, accelerator, total_steps: int, report_to: str = "tensorboard",
-                 disable_tqdm: bool = False, description: str = "train", postfix_keys: tuple[str, ...] = ()):
+                 disable_tqdm: bool = False, description: str = "train", postfix_keys: tuple[str, ...] = (),
+                 resume: dict[str, Any] | None = None):
+        """``resume``: a checkpoint's trainer state; metric lines written after it are dropped
+        (the resumed run writes them again) and TensorBoard purges the steps after it."""
         self.enabled = accelerator.is_main_process
         self.postfix_keys = postfix_keys
         self.start_time = time.time()
@@ -93,14 +96,26 @@ class RunLogger:
         self._jsonl = self._tb = self._bar = None
         if not self.enabled:
             return
-        self._jsonl = open(Path(output_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        path = Path(output_dir) / "metrics.jsonl"
+        if resume is not None:
+            self.history = _truncate_jsonl(path, resume["metrics_lines"])
+        elif path.exists():
+            path.unlink()  # a fresh run in a used folder: its metrics start over
+        self._jsonl = open(path, "a", encoding="utf-8")
+        start_step = resume["step"] if resume else 0
         if report_to == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"),
+                                     purge_step=start_step + 1 if resume else None)
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=total_steps, desc=description, disable=disable_tqdm, dynamic_ncols=True)
+        self._bar = tqdm(total=total_steps, initial=start_step, desc=description, disable=disable_tqdm,
+                         dynamic_ncols=True)
+
+    @property
+    def lines_written(self) -> int:
+        return len(self.history)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -136,6 +151,18 @@ class RunLogger:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _truncate_jsonl(path: Path, keep: int) -> list[dict[str, Any]]:
+    """Keep the first ``keep`` lines of a JSONL file (atomically) and return them parsed."""
+    lines = path.read_text(encoding="utf-8").splitlines()[:keep] if path.exists() else []
+    if len(lines) < keep:
+        raise ValueError(f"{path} has {len(lines)} lines but the checkpoint recorded {keep}: the metrics file "
+                         "was modified or belongs to another run")
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(path)
+    return [json.loads(line) for line in lines]
 
 
 def _to_float(value: Any) -> Any:

@@ -13,11 +13,13 @@ from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
 from rlhf.models.loading import TRAINING_INFO_FILE, load_causal_lm, load_tokenizer
 from rlhf.models.policy_value import disable_dropout
 from rlhf.rollout.logprobs import sequence_logprobs
+from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
-    make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
-    weights_in_sync, write_summary,
+    RunLogger, batches_for_this_process, holdout_split, make_accelerator, make_optimizer, make_scheduler,
+    num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device, weights_in_sync,
+    write_summary,
 )
+from rlhf.trainers.loop import loop_state_from, resolve_resume, train_loop
 
 CONFIG_CLASS = DPOConfig
 
@@ -89,8 +91,11 @@ def run(config: DPOConfig) -> dict:
     optimizer = make_optimizer(model.parameters(), config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler, config.save_total_limit)
+    resume_from = resolve_resume(config, output_dir)
+    saved = checkpointer.load(resume_from) if resume_from else None
     logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "dpo",
-                       postfix_keys=("loss/dpo", "rewards/accuracy"))
+                       postfix_keys=("loss/dpo", "rewards/accuracy"), resume=saved)
 
     def loss_on(examples: list[dict]):
         batch = to_device(collate_pairs(examples, pad_id), accelerator.device)
@@ -102,33 +107,15 @@ def run(config: DPOConfig) -> dict:
             with torch.no_grad():
                 ref_logps = pair_logprobs(reference, batch, length_normalize)
         loss, stats = preference_loss(config, policy_logps, ref_logps)
-        stats = {**stats, "logps_chosen": policy_logps[0].detach().mean(), "logps_rejected": policy_logps[1].detach().mean()}
-        return loss, stats
+        return loss, {"rewards/chosen": stats["chosen_rewards"], "rewards/rejected": stats["rejected_rewards"],
+                      "rewards/accuracy": stats["accuracy"], "rewards/margin": stats["margin"],
+                      "logps/chosen": policy_logps[0].detach().mean(), "logps/rejected": policy_logps[1].detach().mean()}
 
     # 2. Train.
-    step, epoch, window = 0, 0, []
-    model.train()
-    while step < total_steps:
-        for batch_indices in epoch_batches(epoch):
-            with accelerator.accumulate(model):
-                loss, stats = loss_on([train_pairs[i] for i in batch_indices])
-                accelerator.backward(loss)
-                grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
-            window.append({"loss/dpo": loss.detach(), **{f"rewards/{k}": v for k, v in stats.items()}})
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            logger.advance()
-            if step % config.logging_steps == 0 or step == total_steps:
-                metrics = {k: accelerator.reduce(torch.stack([w[k] for w in window]).mean(), "mean").item() for k in window[0]}
-                metrics["train/learning_rate"] = scheduler.get_last_lr()[0]
-                if grad_norm is not None:
-                    metrics["train/grad_norm"] = grad_norm
-                logger.log(step, {k.replace("rewards/logps_", "logps/"): v for k, v in metrics.items()})
-            window = []
-            if step >= total_steps:
-                break
-        epoch += 1
+    state = train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches,
+                       lambda indices: loss_on([train_pairs[i] for i in indices]), total_steps, logger, checkpointer,
+                       loop_state_from(saved), "dpo")
+    step = state.step
 
     # 3. Held-out implicit-reward accuracy; save the policy.
     summary = {"stage": "dpo", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
@@ -139,8 +126,8 @@ def run(config: DPOConfig) -> dict:
             rows = [loss_on(mine[i:i + config.per_device_train_batch_size])
                     for i in range(0, len(mine), config.per_device_train_batch_size)]
         eval_metrics = {"eval/loss": torch.stack([r[0] for r in rows]).mean(),
-                        "eval/accuracy": torch.stack([r[1]["accuracy"] for r in rows]).mean(),
-                        "eval/margin": torch.stack([r[1]["margin"] for r in rows]).mean()}
+                        "eval/accuracy": torch.stack([r[1]["rewards/accuracy"] for r in rows]).mean(),
+                        "eval/margin": torch.stack([r[1]["rewards/margin"] for r in rows]).mean()}
         eval_metrics = {k: accelerator.reduce(v, "mean").item() for k, v in eval_metrics.items()}
         logger.log(step, eval_metrics)
         summary.update(eval_metrics)

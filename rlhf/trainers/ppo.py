@@ -9,6 +9,7 @@ advantages, epochs x minibatches of clipped-surrogate updates, KL control, metri
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ from rlhf.rollout.generation import Rollout, SamplingParams, decode_responses, g
 from rlhf.rollout.logprobs import response_logprobs
 from rlhf.rollout.prompts import PromptSampler
 from rlhf.rollout.rewards import FunctionScorer, RewardModelScorer, load_function
+from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, clip_and_step, make_accelerator, make_optimizer, make_scheduler, prepare_output_dir, save_pretrained_atomic,
+    RunLogger, make_accelerator, make_optimizer, make_scheduler, prepare_output_dir, save_pretrained_atomic,
     seed_everything, weights_in_sync, write_summary,
 )
+from rlhf.trainers.loop import NonFiniteGuard, StopSignals, TrainingInterrupted, resolve_resume
 
 CONFIG_CLASS = PPOConfig
 SMALL_KL_COEF = 1e-3  # below this the penalty barely restrains the policy: expect reward hacking
@@ -41,11 +44,17 @@ SMALL_KL_COEF = 1e-3  # below this the penalty barely restrains the policy: expe
 
 @dataclass
 class Experience:
-    """One rollout batch with everything the PPO epochs need, all (B, R) except where noted."""
+    """One rollout batch with everything the PPO epochs and the metrics need; (B, R) unless noted."""
 
     rollout: Rollout
+    prompt_texts: list[str]
+    response_texts: list[str]
+    scores: torch.Tensor  # (B,) raw reward, after the missing-eos penalty
+    normalized_scores: torch.Tensor  # (B,)
     old_logprobs: torch.Tensor
     old_values: torch.Tensor
+    kl: torch.Tensor
+    non_score_reward: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
 
@@ -91,80 +100,61 @@ def run(config: PPOConfig) -> dict:
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl
               else FixedKLController(config.kl_coef))
     score_moments = RunningMoments()
+    guard = NonFiniteGuard(config.max_nonfinite_skips)
+    # Frozen roles (reference, reward) are not checkpointed: the saved config names them.
+    checkpointer = Checkpointer(output_dir, accelerator, {"policy_and_value": model}, optimizer, scheduler,
+                                config.save_total_limit)
+    resume_from = resolve_resume(config, output_dir)
+    saved = checkpointer.load(resume_from) if resume_from else None
+    if saved is not None:
+        kl_ctl.load_state_dict(saved["kl_controller"])
+        score_moments.load_state_dict(saved["score_moments"])
+        sampler.load_state_dict(saved["prompt_sampler"][accelerator.process_index])
+        guard.skipped = saved["nonfinite_skipped"]
     logger = RunLogger(output_dir, accelerator, config.max_steps, config.report_to, config.disable_tqdm, "ppo",
-                       postfix_keys=("objective/scores", "objective/kl", "gold/score"))
+                       postfix_keys=("objective/scores", "objective/kl", "gold/score"), resume=saved)
 
-    for step in range(1, config.max_steps + 1):
-        t0 = time.time()
-        policy = accelerator.unwrap_model(model).policy
-        # 1. Rollout: sample responses to a batch of prompts from the current policy.
-        batch = collate_prompts([prompts[i] for i in sampler.next_batch()], tokenizer.pad_token_id)
-        rollout = generate(policy, batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device),
-                           sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
-        prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
-        response_texts = decode_responses(tokenizer, rollout)
-        t_rollout = time.time() - t0
+    def training_state() -> dict:
+        samplers = [sampler.state_dict()]
+        if accelerator.num_processes > 1:
+            samplers = [None] * accelerator.num_processes
+            torch.distributed.all_gather_object(samplers, sampler.state_dict())
+        return {"kl_controller": kl_ctl.state_dict(), "score_moments": score_moments.state_dict(),
+                "prompt_sampler": samplers, "nonfinite_skipped": guard.skipped, "metrics_lines": logger.lines_written}
 
-        with torch.no_grad():
-            # 2. Score: the reward at the response's last token, penalised if it never ended, normalised.
-            scores = reward(rollout, prompt_texts, response_texts)  # (B,)
-            if config.missing_eos_penalty:
-                scores = scores - config.missing_eos_penalty * (~rollout.ended).float()
-            normalized = _normalize(scores, config, reward, score_moments, accelerator)  # (B,)
-
-            # 3. Log-probs of the sampled tokens under the policy (= pi_old), the reference, and values.
-            logits, old_values = model(rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
-                                       config.temperature)
-            old_logprobs = token_logprobs(logits, rollout.responses)  # (B, R)
-            ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask,
-                                             rollout.prompt_length, config.temperature)  # (B, R)
-            del logits
-            mask = rollout.response_mask.float()  # (B, R)
-
-            # 4. Per-token rewards r_t = -beta * KL_t, plus the score at the last token; GAE; whitening.
-            rewards, non_score_reward, kl = kl_penalized_rewards(normalized, old_logprobs, ref_logprobs, mask,
-                                                                 kl_ctl.value, config.kl_estimator)
-            if config.whiten_rewards:
-                rewards = masked_whiten(rewards, mask, shift_mean=False)
-            advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
-            advantages = masked_whiten(advantages, mask)
-        experience = Experience(rollout, old_logprobs, old_values, advantages, returns)
-
-        # 5. Optimise: ppo_epochs passes over reshuffled minibatches.
-        t1 = time.time()
-        update_stats = ppo_update(model, optimizer, scheduler, experience, config, accelerator)
-        t_update = time.time() - t1
-
-        # 6. KL control: adaptive beta moves toward the target KL per sequence.
-        kl_per_sequence = accelerator.reduce(kl.sum(1).mean(), "mean").item()
-        beta = kl_ctl.value
-        kl_ctl.update(kl_per_sequence, config.rollout_batch_size * accelerator.num_processes)
-
-        # 7. Metrics (averaged over processes) and a few sample responses.
-        metrics = {
-            "objective/scores": scores.mean(), "objective/scores_normalized": normalized.mean(),
-            "objective/kl": kl.sum(1).mean(), "objective/kl_coef": beta,
-            "objective/non_score_reward": non_score_reward.sum(1).mean(),
-            "objective/rlhf_reward": (normalized + non_score_reward.sum(1)).mean(),
-            "val/mean": masked_mean(old_values, mask), "val/explained_var": explained_variance(old_values, returns, mask),
-            "response/length": mask.sum(1).mean(), "response/ended_frac": rollout.ended.float().mean(),
-            **update_stats,
-        }
-        if gold_function is not None:
-            metrics["gold/score"] = torch.tensor(gold_function(prompt_texts, response_texts, rollout.ended.tolist())).float().mean()
-        metrics = {k: accelerator.reduce(torch.as_tensor(v, dtype=torch.float32, device=accelerator.device), "mean").item()
-                   for k, v in metrics.items()}
-        metrics.update({"time/rollout_s": t_rollout, "time/update_s": t_update, "train/learning_rate": scheduler.get_last_lr()[0]})
-        logger.advance()
-        if step % config.logging_steps == 0 or step == config.max_steps:
-            logger.log(step, metrics)
-        if config.sample_every and step % config.sample_every == 0:
-            samples = "\n\n".join(f"{p!r} -> {r!r} (score {s:.3f})" for p, r, s in
-                                  list(zip(prompt_texts, response_texts, scores.tolist()))[: config.num_samples_to_log])
-            logger.write_text("samples", samples, step)
-        if config.eval_prompts_file and config.eval_steps and step % config.eval_steps == 0 and step < config.max_steps:
-            logger.log(step, _evaluate(accelerator.unwrap_model(model).policy, reference, reward, tokenizer, config,
-                                       sampling, gold_function, accelerator))
+    with StopSignals() as stop:
+        for step in range((saved or {}).get("step", 0) + 1, config.max_steps + 1):
+            # 1-4. Rollout, score, reference log-probs, KL-shaped rewards, advantages.
+            t0 = time.time()
+            batch = collate_prompts([prompts[i] for i in sampler.next_batch()], tokenizer.pad_token_id)
+            exp = collect_experience(model, reference, reward, batch, tokenizer, sampling, kl_ctl.value, score_moments,
+                                     config, accelerator)
+            t_rollout = time.time() - t0
+            # 5. Optimise: ppo_epochs passes over reshuffled minibatches.
+            update_stats = ppo_update(model, optimizer, scheduler, exp, config, accelerator, guard, step)
+            t_update = time.time() - t0 - t_rollout
+            # 6. KL control: adaptive beta moves toward the target KL per sequence.
+            beta = kl_ctl.value
+            kl_ctl.update(accelerator.reduce(exp.kl.sum(1).mean(), "mean").item(),
+                          config.rollout_batch_size * accelerator.num_processes)
+            # 7. Metrics (averaged over processes) and a few sample responses.
+            logger.advance()
+            if step % config.logging_steps == 0 or step == config.max_steps:
+                metrics = step_metrics(exp, update_stats, beta, gold_function, accelerator)
+                logger.log(step, {**metrics, "time/rollout_s": t_rollout, "time/update_s": t_update,
+                                  "train/learning_rate": scheduler.get_last_lr()[0]})
+            if config.sample_every and step % config.sample_every == 0:
+                logger.write_text("samples", "\n\n".join(
+                    f"{p!r} -> {r!r} (score {s:.3f})" for p, r, s in list(zip(
+                        exp.prompt_texts, exp.response_texts, exp.scores.tolist()))[: config.num_samples_to_log]), step)
+            if config.eval_prompts_file and config.eval_steps and step % config.eval_steps == 0 and step < config.max_steps:
+                logger.log(step, _evaluate(accelerator.unwrap_model(model).policy, reference, reward, tokenizer, config,
+                                           sampling, gold_function, accelerator))
+            signum = stop.requested(accelerator)
+            if signum or (config.save_steps and step % config.save_steps == 0 and step < config.max_steps):
+                path = checkpointer.save(step, training_state())
+                if signum:
+                    raise TrainingInterrupted(signum, step, path)
 
     # Final evaluation on held-out prompts, then save the policy (and a separate value model).
     summary = {"stage": "ppo", "steps": config.max_steps, "final_kl_coef": kl_ctl.value}
@@ -188,7 +178,59 @@ def run(config: PPOConfig) -> dict:
     return summary
 
 
-def ppo_update(model, optimizer, scheduler, exp: Experience, config: PPOConfig, accelerator) -> dict[str, torch.Tensor]:
+@torch.no_grad()
+def collect_experience(model, reference, reward, batch: dict, tokenizer, sampling: SamplingParams, kl_coef: float,
+                       score_moments: RunningMoments, config: PPOConfig, accelerator) -> Experience:
+    device = accelerator.device
+    # 1. Rollout: sample responses to the prompts from the current policy.
+    rollout = generate(accelerator.unwrap_model(model).policy, batch["input_ids"].to(device),
+                       batch["attention_mask"].to(device), sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    response_texts = decode_responses(tokenizer, rollout)
+    # 2. Score: the reward at the response's last token, penalised if it never ended, normalised.
+    scores = reward(rollout, prompt_texts, response_texts)  # (B,)
+    if config.missing_eos_penalty:
+        scores = scores - config.missing_eos_penalty * (~rollout.ended).float()
+    normalized = _normalize(scores, config, reward, score_moments, accelerator)  # (B,)
+    # 3. Log-probs of the sampled tokens under the policy (= pi_old) and the reference; values.
+    logits, old_values = model(rollout.query_responses, rollout.attention_mask, rollout.prompt_length, config.temperature)
+    old_logprobs = token_logprobs(logits, rollout.responses)  # (B, R)
+    del logits
+    ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
+                                     config.temperature)  # (B, R)
+    mask = rollout.response_mask.float()  # (B, R)
+    # 4. Per-token rewards r_t = -beta * KL_t plus the score at the last token; GAE; whitened advantages.
+    rewards, non_score_reward, kl = kl_penalized_rewards(normalized, old_logprobs, ref_logprobs, mask, kl_coef,
+                                                         config.kl_estimator)
+    if config.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
+    advantages = masked_whiten(advantages, mask)
+    return Experience(rollout, prompt_texts, response_texts, scores, normalized, old_logprobs, old_values, kl,
+                      non_score_reward, advantages, returns)
+
+
+def step_metrics(exp: Experience, update_stats: dict, beta: float, gold_function, accelerator) -> dict[str, float]:
+    """The step's numbers, averaged over processes (lm-human-preferences / TRL names)."""
+    mask = exp.rollout.response_mask.float()
+    metrics = {
+        "objective/scores": exp.scores.mean(), "objective/scores_normalized": exp.normalized_scores.mean(),
+        "objective/kl": exp.kl.sum(1).mean(), "objective/kl_coef": beta,
+        "objective/non_score_reward": exp.non_score_reward.sum(1).mean(),
+        "objective/rlhf_reward": (exp.normalized_scores + exp.non_score_reward.sum(1)).mean(),
+        "val/mean": masked_mean(exp.old_values, mask), "val/explained_var": explained_variance(exp.old_values, exp.returns, mask),
+        "response/length": mask.sum(1).mean(), "response/ended_frac": exp.rollout.ended.float().mean(),
+        **update_stats,
+    }
+    if gold_function is not None:
+        gold = gold_function(exp.prompt_texts, exp.response_texts, exp.rollout.ended.tolist())
+        metrics["gold/score"] = sum(gold) / len(gold)
+    return {k: accelerator.reduce(torch.as_tensor(v, dtype=torch.float32, device=accelerator.device), "mean").item()
+            for k, v in metrics.items()}
+
+
+def ppo_update(model, optimizer, scheduler, exp: Experience, config: PPOConfig, accelerator, guard: NonFiniteGuard,
+               step: int) -> dict[str, torch.Tensor]:
     """``ppo_epochs`` passes of clipped-surrogate + clipped-value updates over shuffled minibatches."""
     B = exp.old_logprobs.shape[0]
     micro = config.per_device_train_batch_size
@@ -213,7 +255,13 @@ def ppo_update(model, optimizer, scheduler, exp: Experience, config: PPOConfig, 
                 entropy = masked_mean(entropy_from_logits(logits), mask)
                 loss = pg_loss + config.vf_coef * vf_loss - config.entropy_coef * entropy
                 accelerator.backward(loss)
-                clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
+                if accelerator.sync_gradients:
+                    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf))
+                    if guard.check(step, {"loss": accelerator.reduce(loss.detach(), "mean").item(),
+                                          "gradient norm": grad_norm}):
+                        optimizer.step()
+                        scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             for name, value in (("loss/policy", pg_loss), ("loss/value", vf_loss), ("policy/entropy", entropy),
                                 ("policy/clipfrac", pg_stats["clipfrac"]), ("policy/approx_kl", pg_stats["approx_kl"]),
                                 ("policy/ratio", pg_stats["ratio"]), ("val/clipfrac", vf_stats["vf_clipfrac"])):

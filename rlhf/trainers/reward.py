@@ -18,11 +18,13 @@ from rlhf.evaluation.calibration import pairwise_calibration
 from rlhf.losses import pairwise_rm_loss
 from rlhf.models.loading import TRAINING_INFO_FILE, load_tokenizer, training_stage_of
 from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
+from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
-    make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
-    weights_in_sync, write_summary,
+    RunLogger, batches_for_this_process, holdout_split, make_accelerator, make_optimizer, make_scheduler,
+    num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device, weights_in_sync,
+    write_summary,
 )
+from rlhf.trainers.loop import loop_state_from, resolve_resume, train_loop
 
 CONFIG_CLASS = RewardConfig
 # InstructGPT and the seed's advice: a reward model much larger than its data over-fits.
@@ -55,42 +57,26 @@ def run(config: RewardConfig) -> dict:
     optimizer = make_optimizer(model.parameters(), config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler, config.save_total_limit)
+    resume_from = resolve_resume(config, output_dir)
+    saved = checkpointer.load(resume_from) if resume_from else None
     logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "rm",
-                       postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"))
+                       postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"), resume=saved)
 
     # 2. Train: one forward pass over [chosen; rejected], Bradley-Terry on the reward difference.
-    step, epoch, window = 0, 0, []
-    model.train()
-    while step < total_steps:
-        for batch_indices in epoch_batches(epoch):
-            examples = [train_pairs[i] for i in batch_indices]
-            batch = to_device(collate_pairs(examples, pad_id, labeler_weights=weights_by_labeler or None),
-                              accelerator.device)
-            with accelerator.accumulate(model):
-                rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
-                chosen_rewards, rejected_rewards = rewards.chunk(2)  # (B,), (B,)
-                loss, stats = pairwise_rm_loss(
-                    chosen_rewards, rejected_rewards, margin=batch["margin"] if config.use_margin else None,
-                    center_coef=config.center_rewards_coefficient, weights=batch.get("weights"),
-                )
-                accelerator.backward(loss)
-                grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
-            window.append(torch.stack([loss.detach(), stats["accuracy"], stats["margin"]]))
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            logger.advance()
-            if step % config.logging_steps == 0 or step == total_steps:
-                loss_, acc_, margin_ = accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
-                metrics = {"loss/rm": loss_, "rm/accuracy": acc_, "rm/margin": margin_,
-                           "train/learning_rate": scheduler.get_last_lr()[0]}
-                if grad_norm is not None:
-                    metrics["train/grad_norm"] = grad_norm
-                logger.log(step, metrics)
-            window = []
-            if step >= total_steps:
-                break
-        epoch += 1
+    def compute_loss(batch_indices: list[int]):
+        batch = to_device(collate_pairs([train_pairs[i] for i in batch_indices], pad_id,
+                                        labeler_weights=weights_by_labeler or None), accelerator.device)
+        rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,)
+        chosen_rewards, rejected_rewards = rewards.chunk(2)  # (B,), (B,)
+        loss, stats = pairwise_rm_loss(chosen_rewards, rejected_rewards,
+                                       margin=batch["margin"] if config.use_margin else None,
+                                       center_coef=config.center_rewards_coefficient, weights=batch.get("weights"))
+        return loss, {"rm/accuracy": stats["accuracy"], "rm/margin": stats["margin"]}
+
+    state = train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches, compute_loss, total_steps,
+                       logger, checkpointer, loop_state_from(saved), "rm")
+    step = state.step
 
     # 3. Held-out accuracy, margin and calibration; reward statistics for PPO's normalisation.
     summary = {"stage": "rm", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}

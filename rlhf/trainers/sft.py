@@ -14,11 +14,13 @@ from rlhf.config.sft import SFTConfig
 from rlhf.data import collate_sft, length_grouped_batches, load_demonstrations, tokenize_demonstrations
 from rlhf.losses import sft_loss
 from rlhf.models.loading import TRAINING_INFO_FILE, load_model_and_tokenizer
+from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, batches_for_this_process, clip_and_step, holdout_split, make_accelerator, make_optimizer,
-    make_scheduler, num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device,
-    weights_in_sync, write_summary,
+    RunLogger, batches_for_this_process, holdout_split, make_accelerator, make_optimizer, make_scheduler,
+    num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device, weights_in_sync,
+    write_summary,
 )
+from rlhf.trainers.loop import loop_state_from, resolve_resume, train_loop
 
 CONFIG_CLASS = SFTConfig
 
@@ -52,47 +54,35 @@ def run(config: SFTConfig) -> dict:
     optimizer = make_optimizer(model.parameters(), config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler, config.save_total_limit)
+    resume_from = resolve_resume(config, output_dir)
+    saved = checkpointer.load(resume_from) if resume_from else None
     logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "sft",
-                       postfix_keys=("loss/sft", "eval/loss"))
+                       postfix_keys=("loss/sft", "eval/loss"), resume=saved)
+    if saved is None and eval_examples:
+        logger.log(0, evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator))
 
-    # 3. Train: epochs x batches, one optimizer step per `gradient_accumulation_steps` batches.
-    loss_before = (evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)["eval/loss"]
-                   if eval_examples else None)
-    step, epoch, window_losses = 0, 0, []
-    model.train()
-    while step < total_steps:
-        for batch_indices in epoch_batches(epoch):
-            batch = to_device(collate_sft([train_examples[i] for i in batch_indices], pad_id), accelerator.device)
-            with accelerator.accumulate(model):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = sft_loss(logits, batch["labels"])
-                accelerator.backward(loss)
-                grad_norm = clip_and_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
-            window_losses.append(loss.detach())
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            logger.advance()
-            if step % config.logging_steps == 0 or step == total_steps:
-                metrics = {"loss/sft": accelerator.reduce(torch.stack(window_losses).mean(), "mean"),
-                           "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch}
-                if grad_norm is not None:
-                    metrics["train/grad_norm"] = grad_norm
-                logger.log(step, metrics)
-            window_losses = []
-            if eval_examples and config.eval_steps > 0 and step % config.eval_steps == 0 and step < total_steps:
-                logger.log(step, evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator))
-            if step >= total_steps:
-                break
-        epoch += 1
+    # 3. Train: next-token loss on the response tokens, epochs x batches.
+    def compute_loss(batch_indices: list[int]):
+        batch = to_device(collate_sft([train_examples[i] for i in batch_indices], pad_id), accelerator.device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return sft_loss(logits, batch["labels"]), {}
+
+    def evaluate_every(step: int):
+        if eval_examples and config.eval_steps > 0 and step % config.eval_steps == 0:
+            return evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)
+        return None
+
+    state = train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches, compute_loss, total_steps,
+                       logger, checkpointer, loop_state_from(saved), "sft", after_step=evaluate_every)
 
     # 4. Evaluate on held-out demonstrations and save the policy (save_pretrained, safetensors).
-    summary = {"stage": "sft", "steps": step, "train_examples": len(train_examples)}
+    summary = {"stage": "sft", "steps": state.step, "train_examples": len(train_examples)}
     if eval_examples:
         eval_metrics = evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)
-        logger.log(step, eval_metrics)
+        logger.log(state.step, eval_metrics)
         summary.update(eval_metrics)
-        summary["eval/loss_before"] = loss_before
+        summary["eval/loss_before"] = logger.history[0]["eval/loss"] if logger.history else None
     save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator,
                            extra_files={TRAINING_INFO_FILE: {"stage": "sft", "base_model": config.model_name_or_path}})
     summary["model"] = str(output_dir / "model")

@@ -100,7 +100,7 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(stage, tiny
         code, _ = start_and_signal(stage, [*args, "--output_dir", out, "--resume"], tmp_path, out, kill_after,
                                    signal.SIGKILL)
         assert code == -signal.SIGKILL
-    result = run(stage, [*args, "--output_dir", out, "--resume"], tmp_path)
+    run(stage, [*args, "--output_dir", out, "--resume"], tmp_path)
     assert_same_run(tmp_path / "straight", out)
     assert len(list((out / "checkpoints").glob("checkpoint-*"))) <= 2  # save_total_limit
 
@@ -168,3 +168,27 @@ def test_nan_in_sft_names_the_loss(tiny_model_dir, toy_data, tmp_path, monkeypat
     with pytest.raises(NonFiniteError, match=r"step 1: non-finite loss/sft = nan"):
         run_in_process("sft", ["--model_name_or_path", broken, "--train_file", toy_data["demos"], "--max_steps", 2,
                                "--output_dir", tmp_path / "out"], monkeypatch)
+
+
+def test_pipeline_killed_mid_stage_resumes_and_skips_finished_stages(tiny_model_dir, toy_data, tmp_path):
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    out = tmp_path / "out"
+    config.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "output_dir": str(out), "stages": "sft,rm",
+        "sft": {"train_file": str(toy_data["demos"]), "max_steps": 3},
+        "rm": {"train_file": str(toy_data["pairs"]), "max_steps": 6, "save_steps": 1, "logging_steps": 1,
+               "eval_fraction": 0},
+    }))
+    code, _ = start_and_signal("pipeline", ["--config", config], tmp_path, out / "rm", 3, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    sft_model = out / "sft" / "model" / "model.safetensors"
+    written = sft_model.stat().st_mtime_ns
+    result = run("pipeline", ["--config", config, "--resume", "true"], tmp_path)
+    assert "sft already finished" in result.stdout
+    assert f"resuming from {out / 'rm' / 'checkpoints'}" in result.stdout
+    assert sft_model.stat().st_mtime_ns == written  # the finished stage was not run again
+    steps = [json.loads(line)["step"] for line in (out / "rm" / "metrics.jsonl").read_text().splitlines()
+             if "loss/rm" in line]
+    assert steps == [1, 2, 3, 4, 5, 6]

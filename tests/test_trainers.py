@@ -1,12 +1,9 @@
 """Each stage trains for real on a tiny model: losses fall, rewards rise, outputs are complete."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from rlhf.config.base import parse_config
 from rlhf.config.dpo import DPOConfig

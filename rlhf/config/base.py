@@ -133,7 +133,7 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | No
     """Build a stage config from defaults < ``--config`` YAML < command-line flags, then validate it."""
     from transformers import HfArgumentParser
 
-    argv = _expand_bare_resume(list(argv) if argv is not None else None)
+    argv = _expand_bare_resume(list(argv) if argv is not None else None, config_cls)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
@@ -152,15 +152,17 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | No
     return config
 
 
-def _expand_bare_resume(argv: list[str] | None) -> list[str] | None:
-    """``--resume`` alone means ``--resume latest``."""
-    if argv is None:
-        return None
+def _expand_bare_resume(argv: list[str] | None, config_cls: type) -> list[str] | None:
+    """``--resume`` alone means ``--resume latest`` (``true`` where resume is a yes/no option)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    if argv is None or "resume" not in fields:
+        return argv
+    bare_value = "latest" if fields["resume"].type in (str, "str") else "true"
     out = []
     for i, arg in enumerate(argv):
         out.append(arg)
         if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            out.append("latest")
+            out.append(bare_value)
     return out
 
 

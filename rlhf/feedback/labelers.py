@@ -6,10 +6,10 @@ A labeler judges a response by its gold reward (rlhf.embedded.gold) plus two hum
 
 - ``noise_std``: labelers disagree with each other and with themselves (0.10 to 0.40 in the
   default pool, so some are clearly noisier than others);
-- ``length_bonus``: a shared, mild preference for longer answers (about 0.03 per word, each
+- ``length_bonus``: a shared, mild preference for longer answers (about 0.02 per word, each
   labeler a little different). The gold reward charges 0.02 per word beyond a kind's word
-  limit, so labelers still prefer a right answer to a wrong one almost always, but prefer a
-  padded right answer to a concise one most of the time. A reward model learns that bias and
+  limit, so labelers prefer a right answer to a wrong one almost always, and a padded right
+  answer to a concise one somewhat more often than not. A reward model learns that bias and
   PPO without a KL penalty exploits it: the reward model's score rises while gold falls.
 
 Demonstrations are mostly correct and concise; each labeler sometimes pads one (``verbosity``)
@@ -32,17 +32,20 @@ from itertools import combinations
 from pathlib import Path
 from typing import Iterable
 
-from rlhf.embedded.corpus import good_response, padded_response, response_variant, wrong_response
+from rlhf.embedded.corpus import FILLER_AFTER, good_response, padded_response, response_variant, wrong_response
 from rlhf.embedded.gold import gold_reward, words
 from rlhf.embedded.task import Instruction, format_prompt, instructions
 
 NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
-LENGTH_BONUS = 0.03
+LENGTH_BONUS = 0.02
 LENGTH_BONUS_CAP_WORDS = 40
 
 # How often each quality is drawn for a candidate response (with replacement; texts distinct).
-CANDIDATE_WEIGHTS = {"good": 0.3, "padded": 0.2, "wrong": 0.2, "repetitive": 0.1, "decline": 0.08,
-                     "curt_decline": 0.04, "rambling": 0.08}
+# Padding goes on wrong answers as often as on right ones, so that filler sentences carry no
+# information about correctness: what a reward model learns about them is the labelers' length
+# bias alone (otherwise "has a filler" would be a proxy for "is correct", a far stronger hack).
+CANDIDATE_WEIGHTS = {"good": 0.25, "padded": 0.15, "padded_wrong": 0.15, "wrong": 0.2, "repetitive": 0.08,
+                     "decline": 0.07, "curt_decline": 0.03, "rambling": 0.07}
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class SimulatedLabeler:
 
 def labeler_pool(n: int = 5, seed: int = 0) -> list[SimulatedLabeler]:
     """``n`` labelers with noise from 0.10 to 0.40 (in that order), a length bonus of about
-    0.03 per word each, 2-8% demonstration errors and 5-15% padded demonstrations."""
+    0.02 per word each, 2-8% demonstration errors and 5-15% padded demonstrations."""
     if n < 1:
         raise ValueError(f"a labeler pool needs at least one labeler, got n={n}")
     rng = random.Random(f"labelers-{seed}")
@@ -100,7 +103,7 @@ def labeler_pool(n: int = 5, seed: int = 0) -> list[SimulatedLabeler]:
         pool.append(SimulatedLabeler(
             name=NAMES[i] if i < len(NAMES) else f"labeler{i}",
             noise_std=round(0.10 + 0.30 * spread, 3),
-            length_bonus=round(LENGTH_BONUS + rng.uniform(-0.01, 0.01), 4),
+            length_bonus=round(LENGTH_BONUS + rng.uniform(-0.005, 0.005), 4),
             error_rate=round(rng.uniform(0.02, 0.08), 3),
             verbosity=round(rng.uniform(0.05, 0.15), 3),
         ))
@@ -112,6 +115,12 @@ def gold_labeler() -> SimulatedLabeler:
     return SimulatedLabeler(name="gold", noise_std=0.0, length_bonus=0.0)
 
 
+def padded_wrong_response(instr: Instruction, rng: random.Random) -> str:
+    """A wrong answer followed by one to three filler sentences."""
+    fillers = rng.sample(FILLER_AFTER, rng.randint(1, 3))
+    return " " + " ".join([wrong_response(instr, rng).strip()] + fillers)
+
+
 def candidate_responses(instr: Instruction, k: int, rng: random.Random) -> list[str]:
     """``k`` distinct responses of varied quality (correct, padded, wrong, repetitive, wrongly
     declining or complying, rambling), so comparisons cover every part of the rubric."""
@@ -120,7 +129,8 @@ def candidate_responses(instr: Instruction, k: int, rng: random.Random) -> list[
     for _ in range(50 * k):
         if len(responses) == k:
             break
-        response = response_variant(instr, rng.choices(qualities, weights)[0], rng)
+        quality = rng.choices(qualities, weights)[0]
+        response = padded_wrong_response(instr, rng) if quality == "padded_wrong" else response_variant(instr, quality, rng)
         if response not in responses:
             responses.append(response)
     if len(responses) < k:

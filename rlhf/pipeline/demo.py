@@ -46,11 +46,15 @@ class DemoConfig:
     num_rankings: int = field(default=1200, metadata={"help": "Prompts ranked by labelers for the reward model and DPO."})
     ranking_k: int = field(default=4, metadata={"help": "Responses ranked per prompt (K(K-1)/2 comparisons each)."})
     policy_samples_per_ranking: int = field(default=2, metadata={"help": "Of the K responses, how many are sampled from the SFT policy."})
-    sft_steps: int = field(default=400, metadata={"help": "SFT optimizer steps."})
-    rm_steps: int = field(default=400, metadata={"help": "Reward-model optimizer steps."})
-    ppo_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update)."})
-    dpo_steps: int = field(default=300, metadata={"help": "DPO optimizer steps."})
-    kl_coef: float = field(default=0.05, metadata={"help": "beta of PPO's KL penalty."})
+    sft_steps: int = field(default=300, metadata={"help": "SFT optimizer steps."})
+    rm_steps: int = field(default=250, metadata={"help": "Reward-model optimizer steps."})
+    ppo_steps: int = field(default=40, metadata={"help": "PPO steps (rollout + update)."})
+    dpo_steps: int = field(default=200, metadata={"help": "DPO optimizer steps."})
+    kl_coef: float = field(
+        default=0.2,
+        metadata={"help": "beta of PPO's KL penalty. At 0.1 the policy still learned to pad answers with filler "
+                  "sentences that the reward model overrates (see docs/embedded.md)."},
+    )
     max_new_tokens: int = field(default=40, metadata={"help": "Longest sampled response."})
     eval_prompts: int = field(default=0, metadata={"help": "Held-out prompts in the final table (0: all)."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
@@ -78,7 +82,7 @@ def stage_options(config: DemoConfig, root: Path, data: dict[str, Path]) -> dict
     ppo = {**common, "model_name_or_path": sft_model, "reward_model_path": rm_model, "output_dir": str(root / "ppo"),
            "prompts_file": str(data["prompts_train"]), "eval_prompts_file": str(data["prompts_test"]),
            "gold_reward_function": GOLD_FUNCTION, "max_steps": config.ppo_steps, "rollout_batch_size": 64,
-           "per_device_train_batch_size": 16, "ppo_epochs": 4, "learning_rate": 3e-5, "kl_coef": config.kl_coef,
+           "per_device_train_batch_size": 16, "ppo_epochs": 4, "learning_rate": 1e-5, "kl_coef": config.kl_coef,
            "max_new_tokens": config.max_new_tokens, "temperature": 1.0, "reward_normalization": "rm_stats",
            "missing_eos_penalty": 1.0, "logging_steps": 1, "sample_every": 10, "save_steps": 10}
     return {

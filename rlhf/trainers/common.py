@@ -18,9 +18,10 @@ from typing import Any, Iterable
 import torch
 
 from rlhf.config.base import ConfigError, save_config
+from rlhf.models.loading import TRAINING_INFO_FILE
 
 
-def make_accelerator(config) -> "Accelerator":
+def make_accelerator(config):
     """An Accelerator for this run. On a machine without a GPU we pass ``cpu=True`` so that
     ``torchrun --nproc_per_node N`` gives N CPU processes over gloo (without it accelerate
     ignores torchrun's environment on the CPU)."""
@@ -253,21 +254,6 @@ def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def clip_and_step(accelerator, model, optimizer, scheduler, max_grad_norm: float) -> float | None:
-    """Gradient clipping, optimizer step and schedule step at the end of an accumulation window
-    (the prepared optimizer skips its step while accumulating). The scheduler is deliberately not
-    passed to ``accelerator.prepare``, which would advance it once per process per step; our step
-    counts already are per-process optimizer steps. Returns the gradient norm before clipping."""
-    grad_norm = None
-    if accelerator.sync_gradients and max_grad_norm > 0:
-        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
-    optimizer.step()
-    if accelerator.sync_gradients:
-        scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return grad_norm
-
-
 @torch.no_grad()
 def weights_in_sync(model, accelerator) -> bool:
     """True when every process holds the same weights (DDP should guarantee it; a mismatch means a
@@ -276,3 +262,18 @@ def weights_in_sync(model, accelerator) -> bool:
     local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]).to(accelerator.device)
     gathered = accelerator.gather(local.unsqueeze(0)).view(-1, 2)  # (num_processes, 2)
     return bool(torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=0, atol=0))
+
+
+def finish_run(model, tokenizer, summary: dict[str, Any], config, accelerator, logger, stage: str,
+               extra_files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save the trained model (atomically, with a note of the stage that produced it), check
+    that all processes agree on the weights, close the logs and write the summary."""
+    output_dir = Path(config.output_dir)
+    info = {TRAINING_INFO_FILE: {"stage": stage, "base_model": config.model_name_or_path}}
+    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={**info, **(extra_files or {})})
+    summary["model"] = str(output_dir / "model")
+    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
+    summary["wall_time_s"] = logger.elapsed()
+    logger.close()
+    write_summary(output_dir, summary, accelerator)
+    return summary

@@ -8,18 +8,15 @@ from __future__ import annotations
 import torch
 
 from rlhf.config.dpo import DPOConfig
-from rlhf.data import collate_pairs, length_grouped_batches, load_comparisons, tokenize_comparisons
+from rlhf.data import collate_pairs, load_comparisons, tokenize_comparisons
 from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
-from rlhf.models.loading import TRAINING_INFO_FILE, load_causal_lm, load_tokenizer
+from rlhf.models.loading import load_causal_lm, load_tokenizer
 from rlhf.models.policy_value import disable_dropout
 from rlhf.rollout.logprobs import sequence_logprobs
-from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, batches_for_this_process, holdout_split, make_accelerator, make_optimizer, make_scheduler,
-    num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device, weights_in_sync,
-    write_summary,
+    finish_run, holdout_split, make_accelerator, prepare_output_dir, seed_everything, to_device,
 )
-from rlhf.trainers.loop import loop_state_from, resolve_resume, train_loop
+from rlhf.trainers.loop import SupervisedRun
 
 CONFIG_CLASS = DPOConfig
 
@@ -60,7 +57,7 @@ def precompute_reference_logprobs(reference, pairs: list[dict], pad_id: int, bat
 def run(config: DPOConfig) -> dict:
     accelerator = make_accelerator(config)
     seed_everything(config.seed)
-    output_dir = prepare_output_dir(config, accelerator)
+    prepare_output_dir(config, accelerator)
     tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
     model = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
     reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
@@ -79,23 +76,8 @@ def run(config: DPOConfig) -> dict:
                                           accelerator.device, length_normalize)
         reference = None
     lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
-
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        batches = length_grouped_batches(lengths, config.per_device_train_batch_size, seed=config.seed + epoch)
-        return batches_for_this_process(batches, accelerator)
-
-    batches_per_epoch = len(epoch_batches(0))
-    if batches_per_epoch == 0:
-        raise ValueError(f"{config.train_file}: {len(train_pairs)} pairs do not fill one batch per process")
-    total_steps = num_update_steps(config, batches_per_epoch)
-    optimizer = make_optimizer(model.parameters(), config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler, config.save_total_limit)
-    resume_from = resolve_resume(config, output_dir)
-    saved = checkpointer.load(resume_from) if resume_from else None
-    logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "dpo",
-                       postfix_keys=("loss/dpo", "rewards/accuracy"), resume=saved)
+    run_ = SupervisedRun.start(config, accelerator, model, lengths, "dpo", postfix_keys=("loss/dpo", "rewards/accuracy"))
+    model = run_.model
 
     def loss_on(examples: list[dict]):
         batch = to_device(collate_pairs(examples, pad_id), accelerator.device)
@@ -112,10 +94,7 @@ def run(config: DPOConfig) -> dict:
                       "logps/chosen": policy_logps[0].detach().mean(), "logps/rejected": policy_logps[1].detach().mean()}
 
     # 2. Train.
-    state = train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches,
-                       lambda indices: loss_on([train_pairs[i] for i in indices]), total_steps, logger, checkpointer,
-                       loop_state_from(saved), "dpo")
-    step = state.step
+    step = run_.train(lambda indices: loss_on([train_pairs[i] for i in indices]), "dpo").step
 
     # 3. Held-out implicit-reward accuracy; save the policy.
     summary = {"stage": "dpo", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
@@ -129,16 +108,9 @@ def run(config: DPOConfig) -> dict:
                         "eval/accuracy": torch.stack([r[1]["rewards/accuracy"] for r in rows]).mean(),
                         "eval/margin": torch.stack([r[1]["rewards/margin"] for r in rows]).mean()}
         eval_metrics = {k: accelerator.reduce(v, "mean").item() for k, v in eval_metrics.items()}
-        logger.log(step, eval_metrics)
+        run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
-    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={
-        TRAINING_INFO_FILE: {"stage": "dpo", "base_model": config.model_name_or_path}})
-    summary["model"] = str(output_dir / "model")
-    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
-    summary["wall_time_s"] = logger.elapsed()
-    logger.close()
-    write_summary(output_dir, summary, accelerator)
-    return summary
+    return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "dpo")
 
 
 def _load_pairs(config: DPOConfig, tokenizer, path: str) -> list[dict]:

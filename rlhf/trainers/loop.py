@@ -96,6 +96,8 @@ def resolve_resume(config, output_dir: Path) -> Path | None:
         found = find_resumable(output_dir)
         if found is None:
             print(f"--resume: no intact checkpoint in {output_dir}/checkpoints; starting from the beginning", flush=True)
+        else:
+            print(f"resuming from {found}", flush=True)
         return found
     path = Path(config.resume)
     problem = validate_checkpoint(path) if path.is_dir() else "not a folder"
@@ -191,3 +193,61 @@ def _global_max_abs(value: torch.Tensor, accelerator) -> float:
     if accelerator.num_processes > 1:
         value = accelerator.reduce(torch.where(torch.isfinite(value), value, torch.full_like(value, math.inf)), "max")
     return value.item()
+
+
+@dataclass
+class SupervisedRun:
+    """What SFT, the reward model and DPO set up alike: this process's batches of each epoch,
+    the optimizer and schedule, checkpoints (resumed from if asked) and the logs."""
+
+    config: Any
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    checkpointer: Any
+    logger: Any
+    saved: dict[str, Any] | None
+    epoch_batches: Callable[[int], list[list[int]]]
+    total_steps: int
+
+    @classmethod
+    def start(cls, config, accelerator, model, lengths: list[int], stage: str, postfix_keys: tuple[str, ...],
+              group_by_length: bool = True) -> "SupervisedRun":
+        from rlhf.data import length_grouped_batches
+        from rlhf.trainers.checkpoint import Checkpointer
+        from rlhf.trainers.common import (
+            RunLogger, batches_for_this_process, make_optimizer, make_scheduler, num_update_steps,
+        )
+
+        size = config.per_device_train_batch_size
+
+        def epoch_batches(epoch: int) -> list[list[int]]:
+            if group_by_length:
+                batches = length_grouped_batches(lengths, size, seed=config.seed + epoch)
+            else:
+                order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+                batches = [order[i:i + size] for i in range(0, len(order), size)]
+            return batches_for_this_process(batches, accelerator)
+
+        batches_per_epoch = len(epoch_batches(0))
+        if batches_per_epoch == 0:
+            raise ValueError(f"{config.train_file}: {len(lengths)} examples do not fill one batch of {size} per process")
+        total_steps = num_update_steps(config, batches_per_epoch)
+        optimizer = make_optimizer(model.parameters(), config)
+        scheduler = make_scheduler(optimizer, config, total_steps)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        output_dir = Path(config.output_dir)
+        checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler,
+                                    config.save_total_limit)
+        resume_from = resolve_resume(config, output_dir)
+        saved = checkpointer.load(resume_from) if resume_from else None
+        logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, stage,
+                           postfix_keys=postfix_keys, resume=saved)
+        return cls(config, accelerator, model, optimizer, scheduler, checkpointer, logger, saved, epoch_batches,
+                   total_steps)
+
+    def train(self, compute_loss, loss_name: str, after_step=None) -> LoopState:
+        return train_loop(self.config, self.accelerator, self.model, self.optimizer, self.scheduler,
+                          self.epoch_batches, compute_loss, self.total_steps, self.logger, self.checkpointer,
+                          loop_state_from(self.saved), loss_name, after_step=after_step)

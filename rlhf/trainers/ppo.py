@@ -21,7 +21,7 @@ from rlhf.data import collate_prompts, load_prompts, tokenize_prompts
 from rlhf.evaluation.policy_eval import evaluate_policy
 from rlhf.kl_control import AdaptiveKLController, FixedKLController
 from rlhf.losses import entropy_from_logits, ppo_policy_loss, ppo_value_loss, token_logprobs
-from rlhf.models.loading import TRAINING_INFO_FILE, load_causal_lm, load_tokenizer, training_stage_of
+from rlhf.models.loading import load_causal_lm, load_tokenizer, training_stage_of
 from rlhf.models.policy_value import PolicyAndValue, disable_dropout
 from rlhf.models.scalar_model import ScalarModel
 from rlhf.rl_math import (
@@ -33,8 +33,8 @@ from rlhf.rollout.prompts import PromptSampler
 from rlhf.rollout.rewards import FunctionScorer, RewardModelScorer, load_function
 from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, make_accelerator, make_optimizer, make_scheduler, prepare_output_dir, save_pretrained_atomic,
-    seed_everything, weights_in_sync, write_summary,
+    RunLogger, finish_run, make_accelerator, make_optimizer, make_scheduler, prepare_output_dir,
+    save_pretrained_atomic, seed_everything,
 )
 from rlhf.trainers.loop import NonFiniteGuard, StopSignals, TrainingInterrupted, resolve_resume
 
@@ -166,16 +166,9 @@ def run(config: PPOConfig) -> dict:
         logger.log(config.max_steps, eval_metrics)
         summary.update(eval_metrics)
     unwrapped = accelerator.unwrap_model(model)
-    save_pretrained_atomic(unwrapped.policy, tokenizer, output_dir / "model", accelerator, extra_files={
-        TRAINING_INFO_FILE: {"stage": "ppo", "base_model": config.model_name_or_path}})
     if unwrapped.value_model is not None:
         save_pretrained_atomic(unwrapped.value_model, tokenizer, output_dir / "value_model", accelerator)
-    summary["model"] = str(output_dir / "model")
-    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
-    summary["wall_time_s"] = logger.elapsed()
-    logger.close()
-    write_summary(output_dir, summary, accelerator)
-    return summary
+    return finish_run(unwrapped.policy, tokenizer, summary, config, accelerator, logger, "ppo")
 
 
 @torch.no_grad()

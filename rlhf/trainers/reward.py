@@ -13,18 +13,15 @@ import warnings
 import torch
 
 from rlhf.config.reward import RewardConfig
-from rlhf.data import collate_pairs, length_grouped_batches, load_comparisons, tokenize_comparisons
+from rlhf.data import collate_pairs, load_comparisons, tokenize_comparisons
 from rlhf.evaluation.calibration import pairwise_calibration
 from rlhf.losses import pairwise_rm_loss
-from rlhf.models.loading import TRAINING_INFO_FILE, load_tokenizer, training_stage_of
+from rlhf.models.loading import load_tokenizer, training_stage_of
 from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
-from rlhf.trainers.checkpoint import Checkpointer
 from rlhf.trainers.common import (
-    RunLogger, batches_for_this_process, holdout_split, make_accelerator, make_optimizer, make_scheduler,
-    num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device, weights_in_sync,
-    write_summary,
+    finish_run, holdout_split, make_accelerator, prepare_output_dir, seed_everything, to_device,
 )
-from rlhf.trainers.loop import loop_state_from, resolve_resume, train_loop
+from rlhf.trainers.loop import SupervisedRun
 
 CONFIG_CLASS = RewardConfig
 # InstructGPT and the seed's advice: a reward model much larger than its data over-fits.
@@ -34,7 +31,7 @@ MIN_PAIRS_FOR_LARGE_MODEL, LARGE_MODEL_PARAMS = 5000, 100_000_000
 def run(config: RewardConfig) -> dict:
     accelerator = make_accelerator(config)
     seed_everything(config.seed)
-    output_dir = prepare_output_dir(config, accelerator)
+    prepare_output_dir(config, accelerator)
     tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
     model = ScalarModel.from_pretrained(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
 
@@ -44,24 +41,9 @@ def run(config: RewardConfig) -> dict:
     weights_by_labeler = config.parsed_labeler_weights()
     pad_id = tokenizer.pad_token_id
     lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
-
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        batches = length_grouped_batches(lengths, config.per_device_train_batch_size, seed=config.seed + epoch)
-        return batches_for_this_process(batches, accelerator)
-
-    batches_per_epoch = len(epoch_batches(0))
-    if batches_per_epoch == 0:
-        raise ValueError(f"{config.train_file}: {len(train_pairs)} pairs do not fill one batch per process")
-    total_steps = num_update_steps(config, batches_per_epoch)
-
-    optimizer = make_optimizer(model.parameters(), config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler, config.save_total_limit)
-    resume_from = resolve_resume(config, output_dir)
-    saved = checkpointer.load(resume_from) if resume_from else None
-    logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "rm",
-                       postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"), resume=saved)
+    run_ = SupervisedRun.start(config, accelerator, model, lengths, "rm",
+                               postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"))
+    model = run_.model
 
     # 2. Train: one forward pass over [chosen; rejected], Bradley-Terry on the reward difference.
     def compute_loss(batch_indices: list[int]):
@@ -74,31 +56,21 @@ def run(config: RewardConfig) -> dict:
                                        center_coef=config.center_rewards_coefficient, weights=batch.get("weights"))
         return loss, {"rm/accuracy": stats["accuracy"], "rm/margin": stats["margin"]}
 
-    state = train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches, compute_loss, total_steps,
-                       logger, checkpointer, loop_state_from(saved), "rm")
-    step = state.step
+    step = run_.train(compute_loss, "rm").step
 
     # 3. Held-out accuracy, margin and calibration; reward statistics for PPO's normalisation.
     summary = {"stage": "rm", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
     if eval_pairs:
         margins = reward_margins(model, eval_pairs, pad_id, config.per_device_train_batch_size, accelerator)
         eval_metrics, calibration = summarize_margins(margins, config.calibration_bins)
-        logger.log(step, eval_metrics)
+        run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
         summary["calibration"] = calibration
     stats = reward_statistics(model, train_pairs[: config.stats_max_pairs], pad_id,
                               config.per_device_train_batch_size, accelerator)
     summary["reward_mean"], summary["reward_std"] = stats["mean"], stats["std"]
-    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={
-        REWARD_STATS_FILE: stats,
-        TRAINING_INFO_FILE: {"stage": "rm", "base_model": config.model_name_or_path},
-    })
-    summary["model"] = str(output_dir / "model")
-    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
-    summary["wall_time_s"] = logger.elapsed()
-    logger.close()
-    write_summary(output_dir, summary, accelerator)
-    return summary
+    return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "rm",
+                      extra_files={REWARD_STATS_FILE: stats})
 
 
 def _load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]:

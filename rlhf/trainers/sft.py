@@ -11,16 +11,13 @@ import math
 import torch
 
 from rlhf.config.sft import SFTConfig
-from rlhf.data import collate_sft, length_grouped_batches, load_demonstrations, tokenize_demonstrations
+from rlhf.data import collate_sft, load_demonstrations, tokenize_demonstrations
 from rlhf.losses import sft_loss
-from rlhf.models.loading import TRAINING_INFO_FILE, load_model_and_tokenizer
-from rlhf.trainers.checkpoint import Checkpointer
+from rlhf.models.loading import load_model_and_tokenizer
 from rlhf.trainers.common import (
-    RunLogger, batches_for_this_process, holdout_split, make_accelerator, make_optimizer, make_scheduler,
-    num_update_steps, prepare_output_dir, save_pretrained_atomic, seed_everything, to_device, weights_in_sync,
-    write_summary,
+    finish_run, holdout_split, make_accelerator, prepare_output_dir, seed_everything, to_device,
 )
-from rlhf.trainers.loop import loop_state_from, resolve_resume, train_loop
+from rlhf.trainers.loop import SupervisedRun
 
 CONFIG_CLASS = SFTConfig
 
@@ -28,38 +25,18 @@ CONFIG_CLASS = SFTConfig
 def run(config: SFTConfig) -> dict:
     accelerator = make_accelerator(config)
     seed_everything(config.seed)
-    output_dir = prepare_output_dir(config, accelerator)
+    prepare_output_dir(config, accelerator)
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
 
     # 1. Data: demonstrations -> token ids with the prompt masked out of the labels.
     train_examples, eval_examples = _load_examples(config, tokenizer)
     pad_id = tokenizer.pad_token_id
-    lengths = [len(x["input_ids"]) for x in train_examples]
 
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        if config.group_by_length:
-            batches = length_grouped_batches(lengths, config.per_device_train_batch_size, seed=config.seed + epoch)
-        else:
-            order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-            batches = [order[i:i + config.per_device_train_batch_size]
-                       for i in range(0, len(order), config.per_device_train_batch_size)]
-        return batches_for_this_process(batches, accelerator)
-
-    batches_per_epoch = len(epoch_batches(0))
-    if batches_per_epoch == 0:
-        raise ValueError(f"{config.train_file}: {len(train_examples)} examples do not fill one batch per process")
-    total_steps = num_update_steps(config, batches_per_epoch)
-
-    # 2. Optimizer and schedule; accelerate wraps them for DDP/DeepSpeed/FSDP and accumulation.
-    optimizer = make_optimizer(model.parameters(), config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler, config.save_total_limit)
-    resume_from = resolve_resume(config, output_dir)
-    saved = checkpointer.load(resume_from) if resume_from else None
-    logger = RunLogger(output_dir, accelerator, total_steps, config.report_to, config.disable_tqdm, "sft",
-                       postfix_keys=("loss/sft", "eval/loss"), resume=saved)
-    if saved is None and eval_examples:
+    # 2. Batches, optimizer, schedule, checkpoints; accelerate wraps model and optimizer.
+    run_ = SupervisedRun.start(config, accelerator, model, [len(x["input_ids"]) for x in train_examples], "sft",
+                               postfix_keys=("loss/sft", "eval/loss"), group_by_length=config.group_by_length)
+    model, logger = run_.model, run_.logger
+    if run_.saved is None and eval_examples:
         logger.log(0, evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator))
 
     # 3. Train: next-token loss on the response tokens, epochs x batches.
@@ -73,8 +50,7 @@ def run(config: SFTConfig) -> dict:
             return evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator)
         return None
 
-    state = train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches, compute_loss, total_steps,
-                       logger, checkpointer, loop_state_from(saved), "sft", after_step=evaluate_every)
+    state = run_.train(compute_loss, "sft", after_step=evaluate_every)
 
     # 4. Evaluate on held-out demonstrations and save the policy (save_pretrained, safetensors).
     summary = {"stage": "sft", "steps": state.step, "train_examples": len(train_examples)}
@@ -83,14 +59,7 @@ def run(config: SFTConfig) -> dict:
         logger.log(state.step, eval_metrics)
         summary.update(eval_metrics)
         summary["eval/loss_before"] = logger.history[0]["eval/loss"] if logger.history else None
-    save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator,
-                           extra_files={TRAINING_INFO_FILE: {"stage": "sft", "base_model": config.model_name_or_path}})
-    summary["model"] = str(output_dir / "model")
-    summary["processes_in_sync"] = weights_in_sync(model, accelerator)
-    summary["wall_time_s"] = logger.elapsed()
-    logger.close()
-    write_summary(output_dir, summary, accelerator)
-    return summary
+    return finish_run(model, tokenizer, summary, config, accelerator, logger, "sft")
 
 
 def _load_examples(config: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:

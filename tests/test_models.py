@@ -70,3 +70,17 @@ def test_prompt_sampler_covers_each_pass_and_resumes():
 def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(ModelPathError, match="never downloads from the Hugging Face Hub"):
         load_tokenizer(tmp_path / "nope")
+
+
+def test_score_responses_batched_equals_one_by_one(tiny_model_dir):
+    from rlhf.rollout.rewards import score_responses
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = ScalarModel.from_pretrained(tiny_model_dir, tokenizer).eval()
+    prompts = ["\n\nHuman: what is one plus two?\n\nAssistant:", "\n\nHuman: a cat?\n\nAssistant:"]
+    responses = [" three", " yes the cat is a good cat"]
+    batched = score_responses(model, tokenizer, prompts, responses, batch_size=2, ended=[True, False])
+    alone = torch.cat([score_responses(model, tokenizer, [p], [r], ended=[e])
+                       for p, r, e in zip(prompts, responses, [True, False])])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(batched, score_responses(model, tokenizer, prompts, responses, ended=[True, True]))

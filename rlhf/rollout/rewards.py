@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from rlhf.data import pad_sequences
 from rlhf.models.loading import load_tokenizer
 from rlhf.models.scalar_model import ScalarModel, load_reward_stats
 from rlhf.rollout.generation import Rollout
@@ -55,12 +56,8 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
             if ended is None or ended[i]:
                 ids = ids + [tokenizer.eos_token_id]
             rows.append(ids[-max_length:])
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, r in enumerate(rows):
-            input_ids[j, : len(r)] = torch.tensor(r)
-            attention_mask[j, : len(r)] = 1
+        input_ids = pad_sequences(rows, tokenizer.pad_token_id)  # (b, T) right-padded
+        attention_mask = pad_sequences([[1] * len(r) for r in rows], 0)  # (b, T)
         scores.append(model(input_ids.to(device), attention_mask.to(device)).float().cpu())
     return torch.cat(scores) if scores else torch.zeros(0)
 

@@ -66,7 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, NonFiniteError) as err:
         print(f"rlhf {stage}: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    # Left open, gloo's worker threads are torn down by the interpreter's exit and a rank can die
+    # with "terminate called without an active exception" (SIGABRT) after its work is done.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

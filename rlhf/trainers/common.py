@@ -276,4 +276,8 @@ def finish_run(model, tokenizer, summary: dict[str, Any], config, accelerator, l
     summary["wall_time_s"] = logger.elapsed()
     logger.close()
     write_summary(output_dir, summary, accelerator)
+    # No process exits before the summary exists. The barrier also lets gloo's worker thread free
+    # the last all-gather's tensors while this thread still runs: freed at interpreter exit instead,
+    # they abort the process ("terminate called without an active exception").
+    accelerator.wait_for_everyone()
     return summary

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 TESTS = Path(__file__).parent
@@ -65,12 +66,18 @@ def test_unwritable_output_dir_fails_at_start(tiny_model_dir, toy_data, tmp_path
 def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
     result = rlhf("demo", "--model_name_or_path", tiny_demo_model_dir, "--output_dir", tmp_path / "demo",
                   "--num_demonstrations", 64, "--num_rankings", 32, "--sft_steps", 3, "--rm_steps", 3, "--ppo_steps", 2,
-                  "--dpo_steps", 3, "--eval_prompts", 8, "--max_new_tokens", 8, "--ablation", "no-kl", cwd=tmp_path)
+                  "--dpo_steps", 3, "--eval_prompts", 8, "--eval_samples_per_prompt", 2, "--max_new_tokens", 8, "--ablation", "no-kl",
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
     assert set(outcome["table"]) == {"base", "sft", "ppo", "dpo", "ppo (beta=0)"}
     for row in outcome["table"].values():
         assert {"gold", "score", "kl", "length"} <= set(row)
     assert abs(outcome["table"]["sft"]["kl"]) < 1e-4  # the SFT policy is the reference itself
+    table = outcome["table"]
+    assert table["sft"]["gold_gain_over_sft"] == 0 and table["sft"]["gold_gain_stderr"] == 0
+    for row in table.values():  # the paired gain is the difference of the means over the same 8 x 2 samples
+        assert row["gold_gain_over_sft"] == pytest.approx(row["gold"] - table["sft"]["gold"], abs=1e-9)
+        assert row["gold_stderr"] >= 0
     assert (tmp_path / "demo" / "reward_hacking.png").stat().st_size > 10_000
     assert "| policy | gold reward |" in (tmp_path / "demo" / "demo_table.md").read_text()

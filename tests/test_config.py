@@ -39,6 +39,8 @@ def test_validate_messages():
     with pytest.raises(ConfigError, match="label_smoothing applies to the sigmoid loss only"):
         parse_config(DPOConfig, ["--model_name_or_path", "m", "--train_file", "t", "--loss_type", "ipo",
                                  "--label_smoothing", "0.1"])
+    with pytest.raises(ConfigError, match="optim must be adamw_torch_fused or adamw_torch, got 'sgd'"):
+        parse_config(SFTConfig, ["--model_name_or_path", "m", "--train_file", "t", "--optim", "sgd"])
     with pytest.raises(ConfigError, match="labeler_weights: expected name=weight"):
         parse_config(RewardConfig, ["--model_name_or_path", "m", "--train_file", "t", "--labeler_weights", "alice"])
 

@@ -19,10 +19,11 @@ from rlhf.rollout.logprobs import response_logprobs
 @torch.no_grad()
 def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling: SamplingParams, reward=None,
                     gold_function: Callable | None = None, batch_size: int = 64, accelerator=None,
-                    seed: int = 1234) -> dict[str, float]:
+                    seed: int = 1234, gold_values: list[float] | None = None) -> dict[str, float]:
     """Mean gold score, reward score, KL to ``reference`` and length over ``prompts`` (each
     process takes its share when ``accelerator`` spans several). Sampling is seeded so that two
-    policies are compared on the same random stream; the caller's RNG state is restored."""
+    policies are compared on the same random stream; the caller's RNG state is restored.
+    ``gold_values``, if given, receives this process's gold score of every response in order."""
     device = next(policy.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     rng_state = torch.random.get_rng_state()
@@ -46,7 +47,10 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
         if reward is not None:
             sums["score"] = reward(rollout, prompt_texts, response_texts).sum().item()
         if gold_function is not None:
-            sums["gold"] = float(sum(gold_function(prompt_texts, response_texts, rollout.ended.tolist())))
+            golds = [float(g) for g in gold_function(prompt_texts, response_texts, rollout.ended.tolist())]
+            sums["gold"] = sum(golds)
+            if gold_values is not None:
+                gold_values.extend(golds)
         for key, value in sums.items():
             totals[key] = totals.get(key, 0.0) + value
         count += len(response_texts)

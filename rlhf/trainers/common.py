@@ -61,6 +61,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config) -> torch.optim.
     return torch.optim.AdamW(
         [p for p in params if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay,
         betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+        fused=config.optim == "adamw_torch_fused",
     )
 
 

@@ -245,7 +245,8 @@ def ppo_update(model, optimizer, scheduler, exp: Experience, config: PPOConfig, 
                 # Value loss: clipped around the rollout's values, toward the GAE returns.
                 vf_loss, vf_stats = ppo_value_loss(values, exp.old_values[idx], exp.returns[idx], mask,
                                                    config.cliprange_value)
-                entropy = masked_mean(entropy_from_logits(logits), mask)
+                # Without an entropy bonus the entropy is only a metric: keep it out of the graph.
+                entropy = masked_mean(entropy_from_logits(logits if config.entropy_coef else logits.detach()), mask)
                 loss = pg_loss + config.vf_coef * vf_loss - config.entropy_coef * entropy
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:

@@ -84,3 +84,29 @@ def test_score_responses_batched_equals_one_by_one(tiny_model_dir):
                        for p, r, e in zip(prompts, responses, [True, False])])
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(batched, score_responses(model, tokenizer, prompts, responses, ended=[True, True]))
+
+
+def test_loaded_models_use_the_fused_tanh_gelu_with_the_same_outputs(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from rlhf.models.loading import load_causal_lm
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    ids = torch.randint(0, 50, (3, 12))
+    mask = torch.ones_like(ids)
+    plain_lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ours_lm = load_causal_lm(tiny_model_dir, tokenizer).eval()
+    plain_rm = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).eval()
+    ours_rm = ScalarModel.from_pretrained(tiny_model_dir, tokenizer).eval()
+    ours_rm.head.load_state_dict(plain_rm.score.state_dict())  # the fresh heads start at random
+    for plain, ours in ((plain_lm, ours_lm), (plain_rm, ours_rm)):
+        assert any(isinstance(m, NewGELUActivation) for m in plain.modules())  # GPT-2's config says gelu_new
+        assert not any(isinstance(m, NewGELUActivation) for m in ours.modules())
+        assert any(isinstance(m, GELUTanh) for m in ours.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(ours_lm(input_ids=ids, attention_mask=mask).logits,
+                                   plain_lm(input_ids=ids, attention_mask=mask).logits, rtol=1e-5, atol=1e-5)
+        plain_hidden = plain_rm.transformer(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
+        torch.testing.assert_close(ours_rm(ids, mask), plain_rm.score(plain_hidden).squeeze(-1), rtol=1e-5, atol=1e-5)
+    assert ours_lm.config.activation_function == "gelu_new"  # saved checkpoints stay standard

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path
+from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path, use_fused_gelu
 
 REWARD_STATS_FILE = "reward_stats.json"
 
@@ -62,6 +62,7 @@ class ScalarModel(nn.Module):
             hf_logging.set_verbosity(verbosity)
         if tokenizer is not None:
             align_model_with_tokenizer(hf_model, tokenizer)
+        use_fused_gelu(hf_model)
         return cls(hf_model)
 
     @property

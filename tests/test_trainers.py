@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config.base import parse_config
+from rlhf.config.base import ConfigError, parse_config
 from rlhf.config.dpo import DPOConfig
 from rlhf.config.ppo import PPOConfig
 from rlhf.config.reward import RewardConfig
@@ -111,3 +111,21 @@ def test_fused_and_per_tensor_adamw_take_the_same_steps():
     for fused, plain, begin in zip(results["adamw_torch_fused"], results["adamw_torch"], start):
         assert (fused - begin).abs().max() > 0.01  # the steps moved the weights...
         torch.testing.assert_close(fused, plain)  # ...identically up to rounding
+
+
+def test_ppo_min_new_tokens_gives_fixed_length_responses(tiny_model_dir, toy_data, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    common = ["--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
+              "--prompts_file", str(toy_data["prompts"]), "--max_steps", "2", "--rollout_batch_size", "32",
+              "--per_device_train_batch_size", "16", "--max_new_tokens", "16", "--disable_tqdm", "true",
+              "--report_to", "none"]
+    with pytest.raises(ConfigError, match="min_new_tokens must be between 0 and max_new_tokens \\(16\\), got 17"):
+        parse_config(PPOConfig, [*common, "--output_dir", str(tmp_path), "--min_new_tokens", "17"])
+    lengths = {}
+    for min_new_tokens in (0, 16):
+        out = tmp_path / str(min_new_tokens)
+        with pytest.warns(UserWarning, match="skipped SFT"):
+            ppo.run(parse_config(PPOConfig, [*common, "--output_dir", str(out), "--min_new_tokens", str(min_new_tokens)]))
+        lengths[min_new_tokens] = [m["response/length"] for m in metrics(out) if "response/length" in m]
+    assert min(lengths[0]) < 16  # left free, some responses end early (the mean is below the maximum)...
+    assert lengths[16] == [16.0, 16.0]  # ...held to the minimum, none does

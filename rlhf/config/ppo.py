@@ -46,6 +46,11 @@ class PPOConfig(TrainingConfig):
     logging_steps: int = field(default=1, metadata={"help": "Write metrics every this many PPO steps."})
     # Sampling
     max_new_tokens: int = field(default=48, metadata={"help": "Longest response in tokens."})
+    min_new_tokens: int = field(
+        default=0,
+        metadata={"help": "Shortest response in tokens: end-of-text is not sampled before it (0: off). Setting it "
+                  "equal to max_new_tokens gives fixed-length responses, as in benchmarks."},
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; log-probs are taken at this temperature too."})
     top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0: all)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
@@ -101,6 +106,9 @@ class PPOConfig(TrainingConfig):
         if self.rollout_batch_size % minibatch:
             raise ConfigError(f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of "
                               f"per_device_train_batch_size x gradient_accumulation_steps ({minibatch})")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), "
+                              f"got {self.min_new_tokens}")
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0 (log-probs are taken at the sampling temperature)")
         if self.max_steps <= 0:

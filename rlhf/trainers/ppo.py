@@ -90,8 +90,8 @@ def run(config: PPOConfig) -> dict:
     prompts = tokenize_prompts(load_prompts(config.prompts_file, tokenizer=tokenizer, skip_bad_records=config.skip_bad_records),
                                tokenizer, max_prompt_length=config.max_prompt_length)
     sampler = PromptSampler(len(prompts), config.rollout_batch_size, config.seed, accelerator.process_index)
-    sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                              top_k=config.top_k, top_p=config.top_p)
+    sampling = SamplingParams(max_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
+                              temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
     gold_function = load_function(config.gold_reward_function) if config.gold_reward_function else None
 
     optimizer = make_optimizer(model.parameters(), config)

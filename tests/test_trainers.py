@@ -1,6 +1,7 @@
 """Each stage trains for real on a tiny model: losses fall, rewards rise, outputs are complete."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,22 @@ def test_ppo_min_new_tokens_gives_fixed_length_responses(tiny_model_dir, toy_dat
         lengths[min_new_tokens] = [m["response/length"] for m in metrics(out) if "response/length" in m]
     assert min(lengths[0]) < 16  # left free, some responses end early (the mean is below the maximum)...
     assert lengths[16] == [16.0, 16.0]  # ...held to the minimum, none does
+
+
+@pytest.mark.parametrize("stage", ["rm", "dpo"])
+def test_group_by_length_option_reaches_the_batching(stage, tiny_model_dir, toy_data, tmp_path, monkeypatch):
+    import rlhf.data
+
+    calls = []
+    grouped = rlhf.data.length_grouped_batches
+    monkeypatch.setattr(rlhf.data, "length_grouped_batches", lambda *a, **k: calls.append(1) or grouped(*a, **k))
+    config_class, runner = {"rm": (RewardConfig, reward.run), "dpo": (DPOConfig, dpo.run)}[stage]
+    for group in ("true", "false"):
+        calls.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runner(parse_config(config_class, [
+                "--model_name_or_path", str(tiny_model_dir), "--train_file", str(toy_data["pairs"]), "--max_steps", "1",
+                "--output_dir", str(tmp_path / group), "--group_by_length", group, "--disable_tqdm", "true",
+                "--report_to", "none"]))
+        assert bool(calls) is (group == "true")

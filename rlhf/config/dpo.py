@@ -32,6 +32,10 @@ class DPOConfig(TrainingConfig):
         default=False,
         metadata={"help": "Compute the reference's log-probs once before training and free the reference model."},
     )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch pairs of similar length together so little compute goes to padding."},
+    )
     learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate of AdamW."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0."})
 

@@ -37,6 +37,10 @@ class RewardConfig(TrainingConfig):
         default=2000,
         metadata={"help": "Training pairs scored after training for the reward mean/std saved with the model (PPO normalises with them)."},
     )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch pairs of similar length together so little compute goes to padding."},
+    )
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0."})
 

@@ -33,7 +33,7 @@ GOLD_FUNCTION = "rlhf.embedded.gold:gold_rewards"
 
 @dataclass
 class DemoConfig:
-    """Sizes and step counts of the demo; the defaults finish in about 15 minutes on 2 CPU cores."""
+    """Sizes and step counts of the demo; the defaults finish in about 10 minutes on 2 CPU cores."""
 
     output_dir: str = field(default="runs/demo", metadata={"help": "Where every stage and the final table are written."})
     model_name_or_path: str = field(default=EMBEDDED_BASE_MODEL, metadata={"help": "Base model (default: the embedded one)."})

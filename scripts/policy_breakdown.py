@@ -15,31 +15,27 @@ import argparse
 import collections
 import itertools
 import json
+from pathlib import Path
 
 import torch
 
-from rlhf.data import collate_prompts
 from rlhf.embedded.gold import gold_components
 from rlhf.embedded.task import parse_instruction
 from rlhf.models.loading import load_causal_lm, load_tokenizer
-from rlhf.rollout.generation import SamplingParams, decode_responses, generate
+from rlhf.rollout.generation import SamplingParams, sample_responses
 from rlhf.rollout.rewards import load_reward_model, score_responses
 
 
 def sample(policy_path: str, prompts: list[str], samples: int, max_new_tokens: int, seed: int) -> list[tuple]:
+    """(prompt, response, ended) for ``samples`` responses to each prompt at temperature 1."""
     tokenizer = load_tokenizer(policy_path, padding_side="left")
     policy = load_causal_lm(policy_path, tokenizer).eval()
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0)
     torch.manual_seed(seed)
     rows = []
     for _ in range(samples):
-        for start in range(0, len(prompts), 64):
-            chunk = prompts[start:start + 64]
-            batch = collate_prompts([{"input_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in chunk],
-                                    tokenizer.pad_token_id)
-            rollout = generate(policy, batch["input_ids"], batch["attention_mask"],
-                               SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0),
-                               tokenizer.eos_token_id, tokenizer.pad_token_id)
-            rows += zip(chunk, decode_responses(tokenizer, rollout), rollout.ended.tolist())
+        texts, ended = sample_responses(policy, tokenizer, prompts, params)
+        rows += zip(prompts, texts, ended)
     return rows
 
 
@@ -53,7 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    prompts = [json.loads(line)["prompt"] for line in open(args.prompts_file, encoding="utf-8")]
+    prompts = [json.loads(line)["prompt"] for line in Path(args.prompts_file).read_text(encoding="utf-8").splitlines()]
     rows = sample(args.policy, prompts, args.samples, args.max_new_tokens, args.seed)
     graded = [(parse_instruction(p).kind, gold_components(p, r, e)) for p, r, e in rows]
 

@@ -68,20 +68,17 @@ def load_causal_lm(path: str | Path, tokenizer=None, dtype: torch.dtype = torch.
     return model
 
 
-def use_fused_gelu(model) -> int:
+def use_fused_gelu(model) -> None:
     """Swap GPT-2's ``gelu_new`` (the tanh GELU written as six element-wise ops) for the same
     function as one fused kernel (``gelu_pytorch_tanh``): 3.7x faster forward and backward on a
     CPU, outputs equal to within 3e-7, and it took a third of a GPT-2 training step. The config
-    keeps its name, so saved checkpoints are unchanged. Returns how many modules were swapped."""
+    keeps its name, so saved checkpoints are unchanged."""
     from transformers.activations import GELUTanh, NewGELUActivation
 
-    swapped = 0
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is NewGELUActivation:
                 setattr(module, name, GELUTanh())
-                swapped += 1
-    return swapped
 
 
 def align_model_with_tokenizer(model, tokenizer) -> None:

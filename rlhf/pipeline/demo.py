@@ -186,9 +186,8 @@ def run(config: DemoConfig) -> dict:
 def rank_policy_samples(config: DemoConfig, rankings_file: Path, policy_path: Path, out_path: Path) -> Path:
     """Replace ``policy_samples_per_ranking`` of each ranking's K synthetic responses with samples
     from the SFT policy, and have the same labeler rank the mixed set (with end-of-text flags)."""
-    from rlhf.data import collate_prompts
     from rlhf.models.loading import load_causal_lm, load_tokenizer
-    from rlhf.rollout.generation import SamplingParams, decode_responses, generate
+    from rlhf.rollout.generation import SamplingParams, sample_responses
 
     records = [json.loads(line) for line in Path(rankings_file).read_text(encoding="utf-8").splitlines()]
     labelers = {l.name: l for l in labeler_pool(seed=config.seed)}
@@ -200,25 +199,19 @@ def rank_policy_samples(config: DemoConfig, rankings_file: Path, policy_path: Pa
     policy = load_causal_lm(policy_path, tokenizer).eval()
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0)
     torch.manual_seed(config.seed)
+    samples, ended = sample_responses(policy, tokenizer, [r["prompt"] for r in records for _ in range(m)], sampling,
+                                      batch_size=64 * m)  # m samples of 64 rankings per batch
     out = []
-    for start in range(0, len(records), 64):
-        chunk = records[start:start + 64]
-        prompts = [{"input_ids": tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]}
-                   for r in chunk for _ in range(m)]
-        batch = collate_prompts(prompts, tokenizer.pad_token_id)
-        rollout = generate(policy, batch["input_ids"], batch["attention_mask"], sampling, tokenizer.eos_token_id,
-                           tokenizer.pad_token_id)
-        samples, ended = decode_responses(tokenizer, rollout), rollout.ended.tolist()
-        for i, record in enumerate(chunk):
-            keep = [(r, True) for r in record["responses"][: config.ranking_k - m]]
-            drawn = [(samples[i * m + j], ended[i * m + j]) for j in range(m)]
-            mixed = [(r, e) for r, e in keep + drawn if r.strip()]
-            texts = list(dict.fromkeys(r for r, _ in mixed))  # distinct, in order
-            if len(texts) < 2:
-                continue
-            ended_of = {r: e for r, e in mixed}
-            out.append(ranking_record(labelers[record["labeler"]], record["prompt"], texts, rng,
-                                      ended=[ended_of[r] for r in texts]))
+    for i, record in enumerate(records):
+        keep = [(r, True) for r in record["responses"][: config.ranking_k - m]]
+        drawn = [(samples[i * m + j], ended[i * m + j]) for j in range(m)]
+        mixed = [(r, e) for r, e in keep + drawn if r.strip()]
+        texts = list(dict.fromkeys(r for r, _ in mixed))  # distinct, in order
+        if len(texts) < 2:
+            continue
+        ended_of = {r: e for r, e in mixed}
+        out.append(ranking_record(labelers[record["labeler"]], record["prompt"], texts, rng,
+                                  ended=[ended_of[r] for r in texts]))
     return write_jsonl(out_path, out)
 
 
@@ -248,9 +241,9 @@ def evaluate_policies(config: DemoConfig, policies: dict, prompts_file: Path, re
                                      gold_function=gold, batch_size=64, seed=config.seed, gold_values=golds)
         per_prompt[name] = torch.tensor(golds, dtype=torch.float64).view(repeats, len(prompts)).mean(0)  # (P,)
         rows[name]["gold_stderr"] = _stderr(per_prompt[name])
-    for name in rows:  # paired over prompts: the prompt-to-prompt spread cancels in the difference
+    for name, row in rows.items():  # paired over prompts: the prompt-to-prompt spread cancels in the difference
         gain = per_prompt[name] - per_prompt["sft"]
-        rows[name]["gold_gain_over_sft"], rows[name]["gold_gain_stderr"] = gain.mean().item(), _stderr(gain)
+        row["gold_gain_over_sft"], row["gold_gain_stderr"] = gain.mean().item(), _stderr(gain)
     return rows
 
 
@@ -260,8 +253,9 @@ def _stderr(values: torch.Tensor) -> float:
 
 
 def format_table(rows: dict[str, dict]) -> str:
-    lines = ["| policy | gold reward | gold - SFT (paired) | RM score | KL to SFT | length (tokens) | ended | "
-             "train time (s) |", "|---|---|---|---|---|---|---|---|"]
+    header = ("| policy | gold reward | gold - SFT (paired) | RM score | KL to SFT | length (tokens) | ended | "
+              "train time (s) |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         time_s = "" if r.get("train_time_s") is None else f"{r['train_time_s']:.0f}"
         gain = "" if name == "sft" else f"{r['gold_gain_over_sft']:+.3f} ± {r['gold_gain_stderr']:.3f}"

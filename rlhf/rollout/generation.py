@@ -8,6 +8,7 @@ end-of-text (a response cut off by ``max_new_tokens`` can be penalised).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -75,3 +76,23 @@ def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
         kept = [t for t, m in zip(ids, mask) if m and t != tokenizer.eos_token_id]
         texts.append(tokenizer.decode(kept, skip_special_tokens=False))
     return texts
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompts: Sequence[str], params: SamplingParams,
+                     batch_size: int = 64) -> tuple[list[str], list[bool]]:
+    """One sampled response per prompt text (encoded without special tokens, left-padded in
+    batches of ``batch_size``): the response texts and whether each reached end-of-text."""
+    from rlhf.data import collate_prompts
+
+    device = next(model.parameters()).device
+    texts: list[str] = []
+    ended: list[bool] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = collate_prompts([{"input_ids": tokenizer(p, add_special_tokens=False)["input_ids"]}
+                                 for p in prompts[start:start + batch_size]], tokenizer.pad_token_id)
+        rollout = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), params,
+                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+        texts += decode_responses(tokenizer, rollout)
+        ended += rollout.ended.tolist()
+    return texts, ended

@@ -76,8 +76,7 @@ def run(config: DPOConfig) -> dict:
                                           accelerator.device, length_normalize)
         reference = None
     lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
-    run_ = SupervisedRun.start(config, accelerator, model, lengths, "dpo", postfix_keys=("loss/dpo", "rewards/accuracy"),
-                               group_by_length=config.group_by_length)
+    run_ = SupervisedRun.start(config, accelerator, model, lengths, "dpo", postfix_keys=("loss/dpo", "rewards/accuracy"))
     model = run_.model
 
     def loss_on(examples: list[dict]):

@@ -212,8 +212,8 @@ class SupervisedRun:
     total_steps: int
 
     @classmethod
-    def start(cls, config, accelerator, model, lengths: list[int], stage: str, postfix_keys: tuple[str, ...],
-              group_by_length: bool = True) -> "SupervisedRun":
+    def start(cls, config, accelerator, model, lengths: list[int], stage: str,
+              postfix_keys: tuple[str, ...]) -> "SupervisedRun":
         from rlhf.data import length_grouped_batches
         from rlhf.trainers.checkpoint import Checkpointer
         from rlhf.trainers.common import (
@@ -223,7 +223,7 @@ class SupervisedRun:
         size = config.per_device_train_batch_size
 
         def epoch_batches(epoch: int) -> list[list[int]]:
-            if group_by_length:
+            if config.group_by_length:
                 batches = length_grouped_batches(lengths, size, seed=config.seed + epoch)
             else:
                 order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()

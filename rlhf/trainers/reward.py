@@ -42,8 +42,7 @@ def run(config: RewardConfig) -> dict:
     pad_id = tokenizer.pad_token_id
     lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
     run_ = SupervisedRun.start(config, accelerator, model, lengths, "rm",
-                               postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"),
-                               group_by_length=config.group_by_length)
+                               postfix_keys=("loss/rm", "rm/accuracy", "eval/accuracy"))
     model = run_.model
 
     # 2. Train: one forward pass over [chosen; rejected], Bradley-Terry on the reward difference.

@@ -34,7 +34,7 @@ def run(config: SFTConfig) -> dict:
 
     # 2. Batches, optimizer, schedule, checkpoints; accelerate wraps model and optimizer.
     run_ = SupervisedRun.start(config, accelerator, model, [len(x["input_ids"]) for x in train_examples], "sft",
-                               postfix_keys=("loss/sft", "eval/loss"), group_by_length=config.group_by_length)
+                               postfix_keys=("loss/sft", "eval/loss"))
     model, logger = run_.model, run_.logger
     if run_.saved is None and eval_examples:
         logger.log(0, evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator))

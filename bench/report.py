@@ -127,7 +127,7 @@ def build(out_dir: Path) -> dict:
     jobs = []
     for name in [W.job_id(j) for j in meta["jobs"]]:
         entry = {"job": name, **{k: v for k, v in next(iter(by_job.get(name, {}).values()), [{}])[0].get("job", {}).items()
-                                 if k in ("stage", "model", "batch", "response")}}
+                                 if k in ("stage", "model", "batch", "response", "option")}}
         for lib, rs in by_job.get(name, {}).items():
             entry[lib] = summarize(rs, peak)
         o, t = entry.get("ours"), entry.get("trl")
@@ -185,7 +185,8 @@ def markdown(summary: dict) -> str:
         "| ours peak RSS MiB | TRL peak RSS MiB | ours MFU | TRL MFU | same work? |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    main = [j for j in summary["jobs"] if j["stage"] != "ppo" or (j["batch"], j["response"]) == (W.PPO_BATCH, W.PPO_RESPONSE)]
+    main = [j for j in summary["jobs"] if j["stage"] != "ppo"
+            or ((j["batch"], j["response"]) == (W.PPO_BATCH, W.PPO_RESPONSE) and not j.get("option"))]
     for j in main:
         o, t = j.get("ours") or {}, j.get("trl") or {}
         lines.append(
@@ -194,7 +195,7 @@ def markdown(summary: dict) -> str:
             f"| {_f(o.get('peak_rss_train_mib'), '{:.0f}')} | {_f(t.get('peak_rss_train_mib'), '{:.0f}')} "
             f"| {_f(o.get('mfu'), '{:.1%}')} | {_f(t.get('mfu'), '{:.1%}')} | {j['work_check']} |")
     lines += ["", "speed ours/TRL = TRL's median seconds per update / ours (above 1: ours is faster).", ""]
-    sweep = [j for j in summary["jobs"] if j["stage"] == "ppo"]
+    sweep = [j for j in summary["jobs"] if j["stage"] == "ppo" and not j.get("option")]
     if len(sweep) > 1:
         lines += ["## PPO: time per update against response length and rollout batch", "",
                   "| model | batch | response | ours s/update | TRL s/update | speed ours/TRL "
@@ -206,6 +207,25 @@ def markdown(summary: dict) -> str:
                 f"| {j['model']} | {j['batch']} | {j['response']} | {_f(o.get('median_s'))} | {_f(t.get('median_s'))} "
                 f"| {_f(j.get('speed_ratio_ours_vs_trl'), '{:.2f}x')} | {_f(o.get('generate_median_s'))} "
                 f"| {_f(t.get('generate_median_s'))} | {_f(o.get('mfu'), '{:.1%}')} | {_f(t.get('mfu'), '{:.1%}')} |")
+        lines.append("")
+    options = [j for j in summary["jobs"] if j.get("option")]
+    if options:
+        baseline = {j["model"]: j for j in main if j["stage"] == "ppo"}
+        lines += ["## PPO options that cut compute (ours only; not the same work as TRL's)", "",
+                  "The PPO job above with one change: `shared` puts the value head on the policy's backbone; "
+                  "`lora` trains rank-16 adapters on every linear layer (LM head excluded) of policy and value, "
+                  "with the reference = the policy with adapters disabled; `lora_shared` both.", "",
+                  "| model | option | ours s/update | speed vs ours (separate value, full weights) | speed vs TRL "
+                  "| ours peak RSS MiB | baseline peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|"]
+        for j in options:
+            o = j.get("ours") or {}
+            base = baseline.get(j["model"], {})
+            b, t = base.get("ours") or {}, base.get("trl") or {}
+            ratio = lambda ref: ref / o["median_s"] if ref and o.get("median_s") else None  # noqa: E731
+            lines.append(f"| {j['model']} | {j['option']} | {_f(o.get('median_s'))} "
+                         f"| {_f(ratio(b.get('median_s')), '{:.2f}x')} | {_f(ratio(t.get('median_s')), '{:.2f}x')} "
+                         f"| {_f(o.get('peak_rss_train_mib'), '{:.0f}')} | {_f(b.get('peak_rss_train_mib'), '{:.0f}')} |")
         lines.append("")
     lines += ["## Work per update as the probe saw it (first timed update)", "",
               "Forwards of the GPT-2 backbone (every role goes through it): with gradient, without "

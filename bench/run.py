@@ -128,6 +128,8 @@ def main() -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {','.join(STAGES)}")
     parser.add_argument("--no-scaling", action="store_true", help="skip the PPO response-length and batch sweep")
     parser.add_argument("--scaling-model", default="a", help="model of the PPO sweep")
+    parser.add_argument("--options", action="store_true",
+                        help="also time our PPO with a shared value head, with LoRA, and with both (ours only)")
     parser.add_argument("--libs", default="ours,trl")
     parser.add_argument("--out", default=None, help="results folder (default bench/results/<full|quick>-<time>)")
     parser.add_argument("--timeout", type=int, default=5400, help="seconds allowed per worker run")
@@ -158,7 +160,7 @@ def main() -> int:
     needed_models = sorted(set(models) | ({args.scaling_model} if "ppo" in stages and not args.no_scaling else set()))
     subprocess.run([ours_python(), str(W.BENCH / "prepare.py"), "--models", ",".join(needed_models)], check=True,
                    env=worker_env(), stdout=subprocess.DEVNULL)
-    jobs = W.plan(args.quick, models, stages, not args.no_scaling, args.scaling_model)
+    jobs = W.plan(args.quick, models, stages, not args.no_scaling, args.scaling_model, args.options)
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:], "quick": args.quick,
             "repeats": args.repeats, "libs": libs, "jobs": jobs, "machine": {
                 "cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
@@ -175,6 +177,8 @@ def main() -> int:
             # closest to what the CPUs can do, and MFU divides by that best.
             meta["peaks"].append(measure_peak())
             for lib in (libs if repeat % 2 == 0 else libs[::-1]):
+                if job.get("option") and lib != "ours":
+                    continue  # an option of ours: not identical work, nothing of TRL's to set beside it
                 meta["runs"].append(run_worker(lib, job, repeat, out_dir, args.timeout))
                 (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     meta["peak_after"] = measure_peak()

@@ -46,7 +46,7 @@ def cli_args(job: dict, output_dir: str) -> list[str]:
                 "--temperature", str(W.PPO_TEMPERATURE), "--max_new_tokens", str(job["response"]),
                 "--max_prompt_length", str(W.PPO_PROMPT), "--sample_every", "0",
                 # TRL's PPO never clips gradients; ours with 0 still computes the norm (clip at inf).
-                "--max_grad_norm", "0"]
+                "--max_grad_norm", "0", *W.PPO_OPTIONS.get(job.get("option", ""), [])]
     raise ValueError(f"unknown stage {stage}")
 
 

@@ -34,6 +34,15 @@ PPO_PROMPT, PPO_BATCH, PPO_RESPONSE = 32, 16, 32
 PPO_EPOCHS, PPO_MINIBATCHES, PPO_KL_COEF, PPO_TEMPERATURE = 4, 4, 0.05, 0.7
 PPO_SCALING_RESPONSES = (32, 64, 128)  # at batch 16
 PPO_SCALING_BATCHES = (8, 16, 32)  # at response 32
+# Options that cut compute for users, ours only (not identical work): a value head on the policy's
+# backbone instead of a second backbone; LoRA (rank 16, every linear layer but the LM head) on
+# policy and value, the reference being the policy with adapters disabled; and both.
+PPO_OPTIONS = {
+    "shared": ["--value_model", "shared"],
+    "lora": ["--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32", "--lora_target_modules", "all-linear"],
+    "lora_shared": ["--value_model", "shared", "--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32",
+                    "--lora_target_modules", "all-linear"],
+}
 
 # Which venv runs which library. PPO left TRL's core after 1.12 (trl.experimental.ppo).
 TRL_VENV = {"ppo": "trl112", "other": "trl116"}
@@ -55,11 +64,15 @@ def job_id(job: dict) -> str:
     name = f"{job['stage']}-{job['model']}"
     if job["stage"] == "ppo":
         name += f"-b{job['batch']}-r{job['response']}"
+    if job.get("option"):
+        name += f"-{job['option']}"
     return name
 
 
-def plan(quick: bool, models: list[str], stages: list[str], scaling: bool, scaling_model: str) -> list[dict]:
-    """The jobs of one repeat (each run once per library). ``quick``: fewer timed updates."""
+def plan(quick: bool, models: list[str], stages: list[str], scaling: bool, scaling_model: str,
+         options: bool = False) -> list[dict]:
+    """The jobs of one repeat (each run once per library; option jobs by ours only). ``quick``:
+    fewer timed updates."""
     warmup, updates = (1, 2) if quick else (2, 5)
     jobs = []
     for model in models:
@@ -77,6 +90,9 @@ def plan(quick: bool, models: list[str], stages: list[str], scaling: bool, scali
             if job_id(job) not in seen:
                 seen.add(job_id(job))
                 jobs.append(job)
+    if options and "ppo" in stages:
+        jobs += [{"stage": "ppo", "model": model, "warmup": warmup, "updates": updates, "batch": PPO_BATCH,
+                  "response": PPO_RESPONSE, "option": option} for model in models for option in PPO_OPTIONS]
     return jobs
 
 

@@ -110,3 +110,83 @@ def test_loaded_models_use_the_fused_tanh_gelu_with_the_same_outputs(tiny_model_
         plain_hidden = plain_rm.transformer(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
         torch.testing.assert_close(ours_rm(ids, mask), plain_rm.score(plain_hidden).squeeze(-1), rtol=1e-5, atol=1e-5)
     assert ours_lm.config.activation_function == "gelu_new"  # saved checkpoints stay standard
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (5, 0.9)], ids=["full", "top-k+top-p"])
+def test_sampler_records_the_forward_pass_logprobs(tiny_model_dir, top_k, top_p):
+    """PPO's pi_old comes from the sampler: it must equal what a forward pass computes, at the
+    sampling temperature and over the full distribution (warpers only change what is drawn)."""
+    from rlhf.data import collate_prompts
+    from rlhf.models.loading import load_causal_lm
+    from rlhf.rollout.generation import SamplingParams, generate
+    from rlhf.rollout.logprobs import response_logprobs
+
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir, tokenizer).eval()
+    prompts = ["\n\nHuman: what is one plus two?\n\nAssistant:", "\n\nHuman: a cat?\n\nAssistant:"] * 3
+    batch = collate_prompts([{"input_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts],
+                            tokenizer.pad_token_id)
+    params = SamplingParams(max_new_tokens=12, temperature=0.7, top_k=top_k, top_p=top_p)
+    torch.manual_seed(0)
+    rollout = generate(model, batch["input_ids"], batch["attention_mask"], params, tokenizer.eos_token_id,
+                       tokenizer.pad_token_id, record_logprobs=True)
+    forward = response_logprobs(model, rollout.query_responses, rollout.attention_mask, rollout.prompt_length, 0.7)
+    mask = rollout.response_mask.bool()
+    assert rollout.logprobs.shape == rollout.responses.shape and mask.sum() > 12
+    torch.testing.assert_close(rollout.logprobs[mask], forward[mask], rtol=0, atol=1e-4)
+    assert (rollout.logprobs[~mask] == 0).all()
+    assert (forward[mask] != forward[mask].mean()).any()  # not a constant that would match anything
+    with_min = SamplingParams(max_new_tokens=12, temperature=0.7, min_new_tokens=4)  # eos masked first: no record
+    assert generate(model, batch["input_ids"], batch["attention_mask"], with_min, tokenizer.eos_token_id,
+                    tokenizer.pad_token_id, record_logprobs=True).logprobs is None
+
+
+def test_dpo_logprobs_projected_at_marked_positions_only_equal_full_logits(tiny_model_dir):
+    """sequence_logprobs applies the LM head to the marked positions alone; values and gradients
+    must equal the full-logits computation, and a model whose logits are not head(hidden)
+    (here: scaled after the head, like Gemma's soft-capping) must fall back to full logits."""
+    from rlhf.models.loading import load_causal_lm
+    from rlhf.rollout import logprobs as L
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir, tokenizer)
+    torch.manual_seed(0)
+    ids = torch.randint(3, 250, (5, 14))
+    attention = torch.ones_like(ids)
+    attention[0, :4] = 0  # left padding
+    marked = torch.zeros_like(ids)
+    marked[:, 8:] = 1
+    marked[2, 11:] = 0  # right padding after a short response
+    marked[4, 5:] = 1  # an earlier response start
+    selected = L.sequence_logprobs(model, ids, attention, marked)
+    selected.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = L._sequence_logprobs_full(model, ids, attention, marked, keep_last=None)
+    full.sum().backward()
+    torch.testing.assert_close(selected, full, rtol=1e-5, atol=1e-4)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-5)
+    by_hand = torch.log_softmax(model(input_ids=ids, attention_mask=attention,
+                                      position_ids=L.position_ids_from_mask(attention)).logits[2, 7:10], -1)
+    assert full[2].item() == pytest.approx(by_hand.gather(-1, ids[2, 8:11, None]).sum().item(), abs=1e-4)
+
+    class ScaledLogits(torch.nn.Module):  # logits = 2 * head(hidden): the head alone would be wrong
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_output_embeddings(self):
+            return self.inner.get_output_embeddings()
+
+        def forward(self, **kwargs):
+            output = self.inner(**kwargs)
+            output.logits = output.logits * 2
+            return output
+
+    scaled = ScaledLogits(model)
+    with torch.no_grad():
+        expected = L._sequence_logprobs_full(scaled, ids, attention, marked, keep_last=None)
+        torch.testing.assert_close(L.sequence_logprobs(scaled, ids, attention, marked), expected)
+        assert getattr(scaled, L._UNPROJECTABLE)  # and it is remembered
+        assert not torch.allclose(expected, full.detach(), atol=1e-2)

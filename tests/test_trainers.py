@@ -132,6 +132,85 @@ def test_ppo_min_new_tokens_gives_fixed_length_responses(tiny_model_dir, toy_dat
     assert lengths[16] == [16.0, 16.0]  # ...held to the minimum, none does
 
 
+def test_ppo_with_lora_trains_adapters_only_against_the_adapter_free_reference(tiny_model_dir, toy_data, tmp_path,
+                                                                             monkeypatch):
+    """--use_peft: the reward still rises; only low-rank deltas reach the weights (the merged
+    policy differs from the start by a rank <= r matrix per adapted layer); the reference is
+    the starting policy (KL 0 at the first step) with no second model loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import rlhf.trainers.ppo as ppo_module
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    loads = []
+    load_causal_lm = ppo_module.load_causal_lm
+    monkeypatch.setattr(ppo_module, "load_causal_lm", lambda *a, **k: loads.append(a[0]) or load_causal_lm(*a, **k))
+    config = parse_config(PPOConfig, [
+        "--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
+        "--prompts_file", str(toy_data["prompts"]), "--output_dir", str(tmp_path), "--max_steps", "12",
+        "--rollout_batch_size", "32", "--per_device_train_batch_size", "8", "--max_new_tokens", "8",
+        "--learning_rate", "1e-2", "--kl_coef", "0.01", "--reward_normalization", "running", "--disable_tqdm", "true",
+        "--report_to", "none", "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16",
+        "--lora_target_modules", "c_attn,c_fc,c_proj,lm_head"])
+    with pytest.warns(UserWarning, match="skipped SFT"):
+        ppo.run(config)
+    assert loads == [str(tiny_model_dir)]  # the policy only: the reference is the adapter-free policy
+    rows = metrics(tmp_path)
+    assert rows[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # LoRA's B starts at 0: policy == reference
+    scores = [m["objective/scores"] for m in rows if "objective/scores" in m]
+    start_score, end_score = sum(scores[:2]) / 2, sum(scores[-3:]) / 3
+    assert end_score > start_score + 0.15 and end_score > 2 * start_score, scores
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()  # 300-token vocab, as the saved one
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "model").state_dict()
+    adapted = [k for k in start if k.endswith(("c_attn.weight", "c_fc.weight", "c_proj.weight", "lm_head.weight"))]
+    assert adapted and all(k in trained for k in start)
+    for key, before in start.items():
+        delta = trained[key] - before
+        if key in adapted:
+            assert 0 < torch.linalg.matrix_rank(delta, atol=1e-6) <= 8, key
+        else:
+            assert torch.equal(delta, torch.zeros_like(delta)), key  # frozen
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "value_model" / "model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="adapters disabled"):
+        parse_config(PPOConfig, ["--model_name_or_path", "m", "--reward_function", "f:g", "--prompts_file", "p",
+                                 "--use_peft", "true", "--ref_model_path", "r"])
+
+
+def test_ppo_with_sampler_logprobs_matches_the_extra_forward_pass(tiny_model_dir, toy_data, tmp_path, monkeypatch):
+    """pi_old from the sampler (no extra forward pass) against pi_old from a forward pass: the same
+    seeded run, step for step, within rounding (KV-cached vs full attention)."""
+    import rlhf.trainers.ppo as ppo_module
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    common = ["--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
+              "--prompts_file", str(toy_data["prompts"]), "--max_steps", "3", "--rollout_batch_size", "16",
+              "--per_device_train_batch_size", "8", "--max_new_tokens", "8", "--learning_rate", "3e-3",
+              "--kl_coef", "0.05", "--disable_tqdm", "true", "--report_to", "none"]
+    generate = ppo_module.generate
+    recorded = []
+
+    def spy(*args, record_logprobs=False, **kwargs):
+        rollout = generate(*args, record_logprobs=record_logprobs, **kwargs)
+        recorded.append(rollout.logprobs is not None)
+        return rollout
+
+    runs = {}
+    for name, wrapper in (("sampler", spy), ("forward", lambda *a, record_logprobs=False, **k: generate(*a, **k))):
+        monkeypatch.setattr(ppo_module, "generate", wrapper)
+        with pytest.warns(UserWarning, match="skipped SFT"):
+            ppo.run(parse_config(PPOConfig, [*common, "--output_dir", str(tmp_path / name)]))
+        runs[name] = [m for m in metrics(tmp_path / name) if "objective/kl" in m]
+    assert recorded == [True] * 3
+    assert len(runs["sampler"]) == len(runs["forward"]) == 3
+    for step_sampler, step_forward in zip(runs["sampler"], runs["forward"]):
+        for key in ("objective/scores", "objective/kl", "loss/policy", "loss/value", "policy/approx_kl",
+                    "policy/clipfrac", "val/mean", "response/length"):
+            assert step_sampler[key] == pytest.approx(step_forward[key], rel=1e-3, abs=1e-4), key
+    assert runs["sampler"][-1]["objective/kl"] != 0  # the policy moved, so the comparison means something
+
+
 @pytest.mark.parametrize("stage", ["rm", "dpo"])
 def test_group_by_length_option_reaches_the_batching(stage, tiny_model_dir, toy_data, tmp_path, monkeypatch):
     import rlhf.data

@@ -33,6 +33,26 @@ class PPOConfig(TrainingConfig):
         default="",
         metadata={"help": "Where the separate value model starts; empty: the reward model (else the policy)."},
     )
+    # LoRA (peft), TRL's option names
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train LoRA adapters instead of all weights, on the policy and on a separate value model's "
+                  "backbone (value heads stay fully trained). The reference is then the policy with its adapters "
+                  "disabled, so no second copy of the model is loaded. The saved model has the adapters merged; "
+                  "the policy's adapter alone is saved to output_dir/adapter."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the LoRA input. PPO needs a deterministic forward (the ratio pi / pi_old), "
+                  "so any value is set to 0 during training, as for the model's own dropout."},
+    )
+    lora_target_modules: str = field(
+        default="",
+        metadata={"help": "Comma-separated module names to adapt, or all-linear; empty: peft's default for the "
+                  "architecture (GPT-2: c_attn; Llama: q_proj,v_proj)."},
+    )
     prompts_file: str = field(default="", metadata={"help": "Prompts ({prompt} or conversational) for rollouts."})
     eval_prompts_file: str = field(default="", metadata={"help": "Held-out prompts scored at the end (and every eval_steps)."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate on eval_prompts_file every this many PPO steps (0: only at the end)."})
@@ -96,6 +116,10 @@ class PPOConfig(TrainingConfig):
             raise ConfigError("ppo needs exactly one of --reward_model_path and --reward_function")
         if self.value_model not in ("separate", "shared"):
             raise ConfigError(f"value_model must be separate or shared, got {self.value_model!r}")
+        if self.use_peft and self.lora_r <= 0:
+            raise ConfigError(f"lora_r must be > 0, got {self.lora_r}")
+        if self.use_peft and self.ref_model_path:
+            raise ConfigError("with use_peft the reference is the policy with adapters disabled: leave ref_model_path empty")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.reward_normalization not in ("none", "running", "rm_stats"):

@@ -41,8 +41,15 @@ class PolicyAndValue(nn.Module):
             hidden = output.hidden_states[-1][:, prompt_length - 1:-1]  # (B, R, H)
             values = self.value_head(hidden).squeeze(-1).float()  # (B, R)
         else:
-            values = self.value_model(query_responses, attention_mask, per_token=True)[:, prompt_length - 1:-1]
+            values = self.separate_values(query_responses, attention_mask, prompt_length)
         return logits, values
+
+    def separate_values(self, query_responses: torch.Tensor, attention_mask: torch.Tensor,
+                        prompt_length: int) -> torch.Tensor:
+        """The separate value model's value of the state before each response token (B, R),
+        without a policy forward (PPO's rollout needs only these when the sampler recorded the
+        policy's log-probs)."""
+        return self.value_model(query_responses, attention_mask, per_token=True)[:, prompt_length - 1:-1]
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -1,8 +1,10 @@
 """Sampling responses from a policy: batched, left-padded prompts, KV cache, stop at end-of-text.
 
 Generation itself is transformers' ``generate``; what is ours is the bookkeeping PPO needs:
-where each response starts and ends, a mask of its tokens, and whether it reached
-end-of-text (a response cut off by ``max_new_tokens`` can be penalised).
+where each response starts and ends, a mask of its tokens, whether it reached end-of-text
+(a response cut off by ``max_new_tokens`` can be penalised), and optionally the log-probs of
+the sampled tokens, recorded while sampling so that PPO needs no extra forward pass for
+pi_old (TRL and OpenRLHF's vLLM path do the same).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Rollout:
     response_mask: torch.Tensor  # (B, R) 1 on response tokens up to and including end-of-text
     ended: torch.Tensor  # (B,) bool: the response reached end-of-text
     prompt_length: int  # P, the column where every response starts
+    # (B, R) log pi(token) at the sampling temperature, 0 after end-of-text; None if not recorded.
+    logprobs: torch.Tensor | None = None
 
     @property
     def responses(self) -> torch.Tensor:
@@ -47,26 +52,71 @@ def response_mask_from_ids(responses: torch.Tensor, eos_token_id: int) -> tuple[
     return (~after_eos).long(), ended
 
 
+class SampledLogprobRecorder(LogitsProcessor):
+    """Records log softmax(logits / T) of each sampled token while ``generate`` runs.
+
+    A logits processor sees the distribution of step t before its token is drawn and, at step
+    t + 1, the ids that now end with that token: it keeps one (B, V) row of log-probs pending
+    and gathers it one call later (memory B x V, not B x R x V). Custom processors run before
+    transformers' temperature and top-k/top-p warpers, so the recorded numbers are those of
+    the full distribution at temperature T, the same as a forward pass computes.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.pending: torch.Tensor | None = None  # (B, V) log-probs of the step whose token is not drawn yet
+        self.steps: list[torch.Tensor] = []  # (B,) per finished step
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.pending = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, responses: torch.Tensor) -> torch.Tensor:
+        """The (B, R) log-probs of ``responses``, the R tokens drawn in this generation."""
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(-1, responses[:, -1:]).squeeze(-1))
+            self.pending = None
+        if len(self.steps) != responses.shape[1]:
+            raise RuntimeError(f"recorded {len(self.steps)} sampling steps for {responses.shape[1]} response tokens")
+        return torch.stack(self.steps, dim=1)
+
+
+def can_record_logprobs(params: SamplingParams) -> bool:
+    """Recorded log-probs equal a forward pass's only when nothing edits the logits before the
+    recorder: ``min_new_tokens`` masks end-of-text first, so it falls back to the forward."""
+    return params.do_sample and params.min_new_tokens == 0
+
+
 @torch.no_grad()
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params: SamplingParams,
-             eos_token_id: int, pad_token_id: int) -> Rollout:
+             eos_token_id: int, pad_token_id: int, record_logprobs: bool = False) -> Rollout:
     """Sample one response per left-padded prompt. Sampling uses torch's global RNG, so a
-    seeded run samples the same responses."""
+    seeded run samples the same responses. With ``record_logprobs`` (and
+    ``can_record_logprobs(params)``) the rollout carries the sampled tokens' log-probs.
+
+    The generation config is built from ``params`` alone: a model's own defaults (a
+    repetition penalty, say) would make PPO sample from another distribution than pi."""
     was_training = model.training
     model.eval()
-    kwargs = dict(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,
-                  do_sample=params.do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True)
+    config = GenerationConfig(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,
+                              do_sample=params.do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                              use_cache=True)
     if params.do_sample:
-        kwargs.update(temperature=params.temperature, top_k=params.top_k or None, top_p=params.top_p)
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)  # (B, P + R)
+        config.update(temperature=params.temperature, top_k=params.top_k or None, top_p=params.top_p)
+    recorder = SampledLogprobRecorder(params.temperature) if record_logprobs and can_record_logprobs(params) else None
+    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
+                            logits_processor=LogitsProcessorList([recorder] if recorder else []))  # (B, P + R)
     model.train(was_training)
     P = prompt_ids.shape[1]
     responses = output[:, P:]
     response_mask, ended = response_mask_from_ids(responses, eos_token_id)
+    logprobs = recorder.finish(responses).masked_fill(response_mask == 0, 0.0) if recorder else None
     responses = responses.masked_fill(response_mask == 0, pad_token_id)
     query_responses = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask.long(), response_mask], dim=1)
-    return Rollout(query_responses, attention_mask, response_mask, ended, P)
+    return Rollout(query_responses, attention_mask, response_mask, ended, P, logprobs)
 
 
 def decode_responses(tokenizer, rollout: Rollout) -> list[str]:

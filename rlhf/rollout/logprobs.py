@@ -39,8 +39,32 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
                       keep_last: int | None = None) -> torch.Tensor:
     """Sum of log p over the tokens marked in ``loss_mask`` (B, T) of each row: (B,).
 
-    Used by DPO on whole [prompt | response] rows; ``keep_last`` limits the vocabulary
-    projection to the last positions (enough to cover every marked token)."""
+    Used by DPO on whole [prompt | response] rows. Only the marked positions are projected onto
+    the vocabulary: the model runs to its last hidden state and its own LM head is applied to
+    those rows alone, so the fp32 logits are (marked tokens, V) instead of (B, T, V); in a batch
+    of HH-RLHF dialogues with a 50k vocabulary that is most of the peak memory. Where that is not
+    possible (sharded parameters, or a model whose logits are not just its head on the last
+    hidden state) it falls back to full logits, limited to the last ``keep_last`` positions."""
+    T = input_ids.shape[1]
+    window = input_ids.shape[0] * (T - 1 if keep_last is None else min(T - 1, keep_last))  # predicting positions
+    head = _projectable_head(model)
+    # Rows of equal shape (every response spanning the window) gain nothing from the selection.
+    if head is None or loss_mask[:, 1:].sum() > SELECT_BELOW * window:
+        return _sequence_logprobs_full(model, input_ids, attention_mask, loss_mask, keep_last)
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+                   use_cache=False, logits_to_keep=1, output_hidden_states=True)
+    hidden = output.hidden_states[-1]  # (B, T, H)
+    if not _head_reproduces_logits(head, hidden[:, -1], output.logits[:, -1]):
+        _mark_unprojectable(model)
+        return _sequence_logprobs_full(model, input_ids, attention_mask, loss_mask, keep_last)
+    predicts_marked = loss_mask[:, 1:].bool()  # (B, T-1): position t predicts token t+1
+    rows = predicts_marked.nonzero()[:, 0]  # (N,)
+    logits = head(hidden[:, :-1][predicts_marked]).float()  # (N, V)
+    logprobs = token_logprobs(logits[None], input_ids[:, 1:][predicts_marked][None])[0]  # (N,)
+    return torch.zeros(input_ids.shape[0], dtype=logprobs.dtype, device=logprobs.device).index_add(0, rows, logprobs)
+
+
+def _sequence_logprobs_full(model, input_ids, attention_mask, loss_mask, keep_last):
     T = input_ids.shape[1]
     keep = T if keep_last is None else min(T, keep_last + 1)
     logits = model(
@@ -50,3 +74,33 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     targets = input_ids[:, T - keep + 1:]  # (B, keep-1)
     mask = loss_mask[:, T - keep + 1:].to(logits.dtype)
     return (token_logprobs(logits, targets) * mask).sum(-1)  # (B,)
+
+
+_UNPROJECTABLE = "_rlhf_logits_need_full_forward"
+SELECT_BELOW = 0.9  # project only the marked positions when they are under 90% of the logits window
+
+
+def _projectable_head(model):
+    """The LM head, if it may be applied outside the model's forward: a plain or DDP-wrapped
+    model (DDP's gradient hooks sit on the parameters, so a use outside forward is reduced
+    too). Sharding wrappers (FSDP, DeepSpeed) only gather parameters inside their forward."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    name = type(inner).__name__
+    if name.startswith("FSDP") or name in ("FullyShardedDataParallel", "DeepSpeedEngine"):
+        return None
+    if getattr(inner, _UNPROJECTABLE, False) or not hasattr(inner, "get_output_embeddings"):
+        return None
+    return inner.get_output_embeddings()
+
+
+def _head_reproduces_logits(head, last_hidden: torch.Tensor, last_logits: torch.Tensor) -> bool:
+    """Is ``logits = head(last hidden state)`` for this model? False for models that scale or
+    soft-cap their logits after the head (Gemma 2, Cohere): checked on the one position the
+    forward did project, which costs B x V."""
+    with torch.no_grad():
+        return torch.allclose(head(last_hidden).float(), last_logits.float(), rtol=1e-3, atol=1e-3)
+
+
+def _mark_unprojectable(model) -> None:
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    setattr(inner, _UNPROJECTABLE, True)

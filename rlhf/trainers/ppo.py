@@ -22,6 +22,7 @@ from rlhf.evaluation.policy_eval import evaluate_policy
 from rlhf.kl_control import AdaptiveKLController, FixedKLController
 from rlhf.losses import entropy_from_logits, ppo_policy_loss, ppo_value_loss, token_logprobs
 from rlhf.models.loading import load_causal_lm, load_tokenizer, training_stage_of
+from rlhf.models.lora import AdapterFreeReference, add_lora, merge_lora
 from rlhf.models.policy_value import PolicyAndValue, disable_dropout
 from rlhf.models.scalar_model import ScalarModel
 from rlhf.rl_math import (
@@ -63,9 +64,13 @@ def build_roles(config: PPOConfig, accelerator):
     """The four roles: (policy+value module, reference, reward scorer, tokenizer)."""
     tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code, padding_side="left")
     policy = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
-    reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
-                               trust_remote_code=config.trust_remote_code).to(accelerator.device).eval()
-    reference.requires_grad_(False)
+    if config.use_peft:
+        policy = add_lora(policy, config)
+        reference = AdapterFreeReference(policy)  # the starting policy, without a second copy
+    else:
+        reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
+                                   trust_remote_code=config.trust_remote_code).to(accelerator.device).eval()
+        reference.requires_grad_(False)
     if config.reward_model_path:
         reward = RewardModelScorer(config.reward_model_path.split(","), tokenizer, accelerator.device,
                                    trust_remote_code=config.trust_remote_code)
@@ -75,6 +80,8 @@ def build_roles(config: PPOConfig, accelerator):
     if config.value_model == "separate":
         value_path = config.value_model_path or config.reward_model_path.split(",")[0] or config.model_name_or_path
         value_model = ScalarModel.from_pretrained(value_path, tokenizer, trust_remote_code=config.trust_remote_code)
+        if config.use_peft:
+            value_model.backbone = add_lora(value_model.backbone, config, task_type=None)
     model = PolicyAndValue(policy, value_model)
     disable_dropout(model)
     return model, reference, reward, tokenizer
@@ -166,6 +173,11 @@ def run(config: PPOConfig) -> dict:
         logger.log(config.max_steps, eval_metrics)
         summary.update(eval_metrics)
     unwrapped = accelerator.unwrap_model(model)
+    if config.use_peft:  # the adapter alone, then the adapters merged into every saved model
+        save_pretrained_atomic(unwrapped.policy, tokenizer, output_dir / "adapter", accelerator)
+        unwrapped.policy = merge_lora(unwrapped.policy)
+        if unwrapped.value_model is not None:
+            unwrapped.value_model.backbone = merge_lora(unwrapped.value_model.backbone)
     if unwrapped.value_model is not None:
         save_pretrained_atomic(unwrapped.value_model, tokenizer, output_dir / "value_model", accelerator)
     return finish_run(unwrapped.policy, tokenizer, summary, config, accelerator, logger, "ppo")
@@ -176,8 +188,9 @@ def collect_experience(model, reference, reward, batch: dict, tokenizer, samplin
                        score_moments: RunningMoments, config: PPOConfig, accelerator) -> Experience:
     device = accelerator.device
     # 1. Rollout: sample responses to the prompts from the current policy.
-    rollout = generate(accelerator.unwrap_model(model).policy, batch["input_ids"].to(device),
-                       batch["attention_mask"].to(device), sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    trainable = accelerator.unwrap_model(model)
+    rollout = generate(trainable.policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
+                       tokenizer.eos_token_id, tokenizer.pad_token_id, record_logprobs=trainable.value_head is None)
     prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     response_texts = decode_responses(tokenizer, rollout)
     # 2. Score: the reward at the response's last token, penalised if it never ended, normalised.
@@ -186,9 +199,16 @@ def collect_experience(model, reference, reward, batch: dict, tokenizer, samplin
         scores = scores - config.missing_eos_penalty * (~rollout.ended).float()
     normalized = _normalize(scores, config, reward, score_moments, accelerator)  # (B,)
     # 3. Log-probs of the sampled tokens under the policy (= pi_old) and the reference; values.
-    logits, old_values = model(rollout.query_responses, rollout.attention_mask, rollout.prompt_length, config.temperature)
-    old_logprobs = token_logprobs(logits, rollout.responses)  # (B, R)
-    del logits
+    # The sampler's own log-probs serve as pi_old when it recorded them (a separate value model);
+    # they equal a forward pass's to ~1e-5 (KV-cached vs full attention), and save that pass.
+    if rollout.logprobs is not None:
+        old_logprobs = rollout.logprobs  # (B, R)
+        old_values = trainable.separate_values(rollout.query_responses, rollout.attention_mask, rollout.prompt_length)
+    else:
+        logits, old_values = model(rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
+                                   config.temperature)
+        old_logprobs = token_logprobs(logits, rollout.responses)  # (B, R)
+        del logits
     ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
                                      config.temperature)  # (B, R)
     mask = rollout.response_mask.float()  # (B, R)

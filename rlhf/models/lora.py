@@ -1,0 +1,65 @@
+"""LoRA (Hu et al. 2021) through peft: low-rank adapters on a frozen backbone.
+
+For PPO it saves twice. Only the adapters (and the value head) are trained, so the optimizer
+holds a fraction of the weights and backward computes no weight gradients for the backbone;
+and the frozen reference needs no copy of its own: it is the policy with its adapters
+switched off, which is exactly the starting (SFT) policy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def lora_config(config, task_type: str | None):
+    """peft's LoraConfig from a stage config's lora_* options (TRL's names)."""
+    from peft import LoraConfig
+
+    targets = [t.strip() for t in config.lora_target_modules.split(",") if t.strip()]
+    target_modules = (targets[0] if targets == ["all-linear"] else targets) or None  # None: peft's default per architecture
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=target_modules, task_type=task_type, bias="none")
+
+
+def add_lora(model, config, task_type: str | None = "CAUSAL_LM"):
+    """Wrap ``model`` in a peft model whose only trainable weights are the adapters."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(config, task_type))
+
+
+def merge_lora(model):
+    """The plain transformers model with the adapters folded into its weights (to save).
+
+    An adapted LM head whose weight is tied to the input embeddings (GPT-2, small Llamas) is
+    untied first: merging would otherwise add the head's delta to the embeddings as well, and
+    the saved model would differ from the trained policy."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    base = model.get_base_model()
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    embeddings = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    if head is not None and embeddings is not None and getattr(head, "base_layer", None) is not None \
+            and head.base_layer.weight is embeddings.weight:
+        head.base_layer.weight = torch.nn.Parameter(embeddings.weight.detach().clone())
+        base.config.tie_word_embeddings = False
+    return model.merge_and_unload()
+
+
+class AdapterFreeReference:
+    """The frozen reference as "the policy with adapters disabled": called like a causal LM,
+    it runs the policy's own weights without its LoRA deltas, under no_grad."""
+
+    def __init__(self, peft_model):
+        self.peft_model = peft_model
+
+    def __call__(self, **kwargs):
+        with torch.no_grad(), self.peft_model.disable_adapter():
+            return self.peft_model(**kwargs)
+
+    def parameters(self):
+        return self.peft_model.parameters()
+
+    def eval(self):
+        return self
+

@@ -67,7 +67,7 @@ def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
     result = rlhf("demo", "--model_name_or_path", tiny_demo_model_dir, "--output_dir", tmp_path / "demo",
                   "--num_demonstrations", 64, "--num_rankings", 32, "--sft_steps", 3, "--rm_steps", 3, "--ppo_steps", 2,
                   "--dpo_steps", 3, "--eval_prompts", 8, "--eval_samples_per_prompt", 2, "--max_new_tokens", 8, "--ablation", "no-kl",
-                  cwd=tmp_path)
+                  "--demonstration_kinds", "arithmetic,list,sentence,yesno", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
     assert set(outcome["table"]) == {"base", "sft", "ppo", "dpo", "ppo (beta=0)"}
@@ -81,3 +81,17 @@ def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
         assert row["gold_stderr"] >= 0
     assert (tmp_path / "demo" / "reward_hacking.png").stat().st_size > 10_000
     assert "| policy | gold reward |" in (tmp_path / "demo" / "demo_table.md").read_text()
+    from rlhf.embedded.task import parse_instruction
+
+    def kinds(name):
+        return {parse_instruction(json.loads(line)["prompt"]).kind
+                for line in (tmp_path / "demo" / "data" / name).read_text().splitlines()}
+
+    assert kinds("sft_train.jsonl") == {"arithmetic", "list", "sentence", "yesno"}  # harmful left out
+    assert "harmful" in kinds("rankings_policy.jsonl")
+
+
+def test_demo_rejects_an_unknown_demonstration_kind(tmp_path):
+    result = rlhf("demo", "--output_dir", tmp_path / "demo", "--demonstration_kinds", "arithmetic,poems", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "demonstration_kinds must be a comma-separated subset of arithmetic,list,sentence,yesno,harmful" in result.stderr

@@ -172,6 +172,20 @@ def test_generate_task_data_writes_the_documented_formats(tmp_path):
     assert all(paths[k].read_bytes() == again[k].read_bytes() for k in paths)
 
 
+def test_demonstrations_can_leave_out_a_kind_that_rankings_still_cover(tmp_path):
+    full = generate_task_data(tmp_path / "all", seed=0, num_demonstrations=60, num_rankings=40, k=4)
+    part = generate_task_data(tmp_path / "part", seed=0, num_demonstrations=60, num_rankings=40, k=4,
+                              demonstration_kinds=["arithmetic", "list", "sentence", "yesno"])
+    kinds = {name: {parse_instruction(r["prompt"]).kind for r in read_jsonl(part[name])} for name in part}
+    assert kinds["sft_train"] == kinds["sft_test"] == {"arithmetic", "list", "sentence", "yesno"}
+    assert "harmful" in kinds["rankings_train"] and "harmful" in kinds["prompts_test"]
+    assert "harmful" in {parse_instruction(r["prompt"]).kind for r in read_jsonl(full["sft_train"])}
+    assert len(read_jsonl(part["sft_train"])) == 60
+    assert part["rankings_train"].read_bytes() == full["rankings_train"].read_bytes()  # same rankings either way
+    with pytest.raises(ValueError, match="demonstration_kinds must be a non-empty subset"):
+        generate_task_data(tmp_path / "bad", demonstration_kinds=["poems"])
+
+
 def test_rankings_to_comparisons_follows_the_ranking():
     record = {"prompt": ADD, "responses": ["a", "b", "c"], "ranking": [2, 0, 1], "labeler": "x"}
     pairs = [(c["chosen"], c["rejected"]) for c in rankings_to_comparisons([record])]

@@ -30,11 +30,11 @@ import random
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from rlhf.embedded.corpus import FILLER_AFTER, good_response, padded_response, response_variant, wrong_response
 from rlhf.embedded.gold import gold_reward, words
-from rlhf.embedded.task import Instruction, format_prompt, instructions
+from rlhf.embedded.task import KINDS, Instruction, format_prompt, instructions
 
 NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 LENGTH_BONUS = 0.02
@@ -196,20 +196,28 @@ def rankings(instrs: list[Instruction], count: int, k: int, pool: list[Simulated
 
 
 def generate_task_data(out_dir: str | Path, seed: int = 0, num_demonstrations: int = 1500,
-                       num_rankings: int = 1500, k: int = 4, num_labelers: int = 5) -> dict[str, Path]:
+                       num_rankings: int = 1500, k: int = 4, num_labelers: int = 5,
+                       demonstration_kinds: Sequence[str] | None = None) -> dict[str, Path]:
     """Write the embedded task's data files and return their paths by name: sft_train/test
     (demonstrations), rankings_train/test (K candidates ranked), comparisons_train/test (their
     pairs) and prompts_train/test. Test files hold one demonstration and two rankings per test
-    prompt. Deterministic given ``seed``."""
+    prompt. Deterministic given ``seed``.
+
+    ``demonstration_kinds`` limits the demonstrations (both SFT files) to those kinds of
+    instruction (default: all); rankings and prompts always cover every kind."""
     out_dir = Path(out_dir)
     rng = random.Random(f"task-data-{seed}")
     pool = labeler_pool(num_labelers, seed)
     train, test = instructions("train", seed), instructions("test", seed)
     rank_train = rankings(train, num_rankings, k, pool, rng)
     rank_test = rankings(test, 2 * len(test), k, pool, rng)
+    kinds = set(KINDS if demonstration_kinds is None else demonstration_kinds)
+    if not kinds or kinds - set(KINDS):
+        raise ValueError(f"demonstration_kinds must be a non-empty subset of {KINDS}, got {sorted(kinds)}")
+    demo_train, demo_test = [i for i in train if i.kind in kinds], [i for i in test if i.kind in kinds]
     files = {
-        "sft_train": demonstrations(train, num_demonstrations, pool, rng),
-        "sft_test": demonstrations(test, len(test), pool, rng),
+        "sft_train": demonstrations(demo_train, num_demonstrations, pool, rng),
+        "sft_test": demonstrations(demo_test, len(demo_test), pool, rng),
         "rankings_train": rank_train,
         "rankings_test": rank_test,
         "comparisons_train": rankings_to_comparisons(rank_train),

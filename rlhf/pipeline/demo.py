@@ -25,6 +25,7 @@ import torch
 
 from rlhf.config.base import ConfigError, config_from_dict, save_config
 from rlhf.embedded import EMBEDDED_BASE_MODEL
+from rlhf.embedded.task import KINDS
 from rlhf.feedback.labelers import generate_task_data, labeler_pool, ranking_record, write_jsonl
 from rlhf.pipeline.pipeline import finished_summary
 
@@ -43,6 +44,13 @@ class DemoConfig:
         metadata={"help": "no-kl: also run PPO with beta = 0 and plot RM score, gold reward and KL over steps for both."},
     )
     num_demonstrations: int = field(default=1500, metadata={"help": "Labeler demonstrations for SFT."})
+    demonstration_kinds: str = field(
+        default="arithmetic,list,sentence,yesno,harmful",
+        metadata={"help": "Kinds of instruction the labelers write demonstrations for (comma-separated subset of "
+                  "arithmetic, list, sentence, yesno, harmful); rankings and PPO prompts always cover all five. "
+                  "Leaving harmful out makes refusing something only the comparisons can teach (docs/embedded.md "
+                  "has what that measured)."},
+    )
     num_rankings: int = field(default=1200, metadata={"help": "Prompts ranked by labelers for the reward model and DPO."})
     ranking_k: int = field(default=4, metadata={"help": "Responses ranked per prompt (K(K-1)/2 comparisons each)."})
     policy_samples_per_ranking: int = field(default=2, metadata={"help": "Of the K responses, how many are sampled from the SFT policy."})
@@ -72,6 +80,10 @@ class DemoConfig:
     def validate(self) -> None:
         if self.ablation not in ("", "no-kl"):
             raise ConfigError(f"ablation must be empty or no-kl, got {self.ablation!r}")
+        kinds = [k.strip() for k in self.demonstration_kinds.split(",") if k.strip()]
+        if not kinds or set(kinds) - set(KINDS):
+            raise ConfigError(f"demonstration_kinds must be a comma-separated subset of {','.join(KINDS)}, "
+                              f"got {self.demonstration_kinds!r}")
         if not 0 <= self.policy_samples_per_ranking <= self.ranking_k:
             raise ConfigError("policy_samples_per_ranking must be between 0 and ranking_k")
 
@@ -136,8 +148,10 @@ def run(config: DemoConfig) -> dict:
         return timed(name, runner, stage_config)
 
     # 1. Data from simulated labelers (deterministic; every file is written atomically).
-    data = timed("data", generate_task_data, root / "data", config.seed, config.num_demonstrations,
-                 config.num_rankings, config.ranking_k)
+    demonstration_kinds = [k.strip() for k in config.demonstration_kinds.split(",") if k.strip()]
+    data = timed("data", lambda: generate_task_data(root / "data", config.seed, config.num_demonstrations,
+                                                    config.num_rankings, config.ranking_k,
+                                                    demonstration_kinds=demonstration_kinds))
     policy_rankings = root / "data" / "rankings_policy.jsonl"
     options = stage_options(config, root, {**data, "rankings_policy": policy_rankings})
     # 2. SFT.

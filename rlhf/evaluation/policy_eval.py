@@ -34,10 +34,12 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
     for start in range(0, len(mine), batch_size):
         batch = collate_prompts(mine[start:start + batch_size], tokenizer.pad_token_id)
         rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
-                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+                           tokenizer.eos_token_id, tokenizer.pad_token_id, record_logprobs=True)
         mask = rollout.response_mask.float()
-        logprobs = response_logprobs(policy, rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
-                                     sampling.temperature)
+        logprobs = rollout.logprobs  # recorded while sampling, as PPO's pi_old; else one forward pass
+        if logprobs is None:
+            logprobs = response_logprobs(policy, rollout.query_responses, rollout.attention_mask,
+                                         rollout.prompt_length, sampling.temperature)
         ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask,
                                          rollout.prompt_length, sampling.temperature)
         prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)

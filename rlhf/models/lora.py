@@ -34,8 +34,6 @@ def merge_lora(model):
     An adapted LM head whose weight is tied to the input embeddings (GPT-2, small Llamas) is
     untied first: merging would otherwise add the head's delta to the embeddings as well, and
     the saved model would differ from the trained policy."""
-    if not hasattr(model, "merge_and_unload"):
-        return model
     base = model.get_base_model()
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     embeddings = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
@@ -56,10 +54,4 @@ class AdapterFreeReference:
     def __call__(self, **kwargs):
         with torch.no_grad(), self.peft_model.disable_adapter():
             return self.peft_model(**kwargs)
-
-    def parameters(self):
-        return self.peft_model.parameters()
-
-    def eval(self):
-        return self
 

@@ -80,12 +80,15 @@ class DemoConfig:
     def validate(self) -> None:
         if self.ablation not in ("", "no-kl"):
             raise ConfigError(f"ablation must be empty or no-kl, got {self.ablation!r}")
-        kinds = [k.strip() for k in self.demonstration_kinds.split(",") if k.strip()]
+        kinds = self.demonstration_kind_list()
         if not kinds or set(kinds) - set(KINDS):
             raise ConfigError(f"demonstration_kinds must be a comma-separated subset of {','.join(KINDS)}, "
                               f"got {self.demonstration_kinds!r}")
         if not 0 <= self.policy_samples_per_ranking <= self.ranking_k:
             raise ConfigError("policy_samples_per_ranking must be between 0 and ranking_k")
+
+    def demonstration_kind_list(self) -> list[str]:
+        return [k.strip() for k in self.demonstration_kinds.split(",") if k.strip()]
 
 
 CONFIG_CLASS = DemoConfig
@@ -148,10 +151,9 @@ def run(config: DemoConfig) -> dict:
         return timed(name, runner, stage_config)
 
     # 1. Data from simulated labelers (deterministic; every file is written atomically).
-    demonstration_kinds = [k.strip() for k in config.demonstration_kinds.split(",") if k.strip()]
     data = timed("data", lambda: generate_task_data(root / "data", config.seed, config.num_demonstrations,
                                                     config.num_rankings, config.ranking_k,
-                                                    demonstration_kinds=demonstration_kinds))
+                                                    demonstration_kinds=config.demonstration_kind_list()))
     policy_rankings = root / "data" / "rankings_policy.jsonl"
     options = stage_options(config, root, {**data, "rankings_policy": policy_rankings})
     # 2. SFT.

@@ -84,7 +84,7 @@ def _projectable_head(model):
     """The LM head, if it may be applied outside the model's forward: a plain or DDP-wrapped
     model (DDP's gradient hooks sit on the parameters, so a use outside forward is reduced
     too). Sharding wrappers (FSDP, DeepSpeed) only gather parameters inside their forward."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = _without_ddp(model)
     name = type(inner).__name__
     if name.startswith("FSDP") or name in ("FullyShardedDataParallel", "DeepSpeedEngine"):
         return None
@@ -102,5 +102,8 @@ def _head_reproduces_logits(head, last_hidden: torch.Tensor, last_logits: torch.
 
 
 def _mark_unprojectable(model) -> None:
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    setattr(inner, _UNPROJECTABLE, True)
+    setattr(_without_ddp(model), _UNPROJECTABLE, True)
+
+
+def _without_ddp(model):
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -26,7 +26,7 @@ ROOT = W.BENCH.parent
 RLHF = str(ROOT / "rlhf") + "/"
 PY_SPY = W.VENVS / "tools" / "bin" / "py-spy"
 # Functions whose stacks are training (not setup or the final save).
-TRAIN_FUNCS = {"train_loop", "collect_experience", "ppo_update", "step_metrics"}
+TRAIN_FUNCS = {"train_loop", "ppo_step", "sample_and_score", "make_experience", "ppo_update", "step_metrics"}
 
 
 def parse_frame(frame: str) -> tuple[str, str, int]:
@@ -90,13 +90,13 @@ def torch_ops(job_file: Path, result_file: Path, warmup: int) -> str:
 
     import probe as P
     import worker_ours
-    from rlhf.trainers import common
+    from rlhf.trainers import run_logger
 
     P.configure_threads(W.THREADS)
     job = json.loads(job_file.read_text())
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     state = {"steps": 0}
-    original_advance = common.RunLogger.advance
+    original_advance = run_logger.RunLogger.advance
 
     def advance(self, *args, **kwargs):
         state["steps"] += 1
@@ -106,7 +106,7 @@ def torch_ops(job_file: Path, result_file: Path, warmup: int) -> str:
             profiler.stop()
         return original_advance(self, *args, **kwargs)
 
-    common.RunLogger.advance = advance
+    run_logger.RunLogger.advance = advance
     from rlhf.cli.main import main as rlhf_main
 
     rlhf_main(worker_ours.cli_args(job, job["run_dir"]))

@@ -51,9 +51,9 @@ def cli_args(job: dict, output_dir: str) -> list[str]:
 
 
 def install_clock(probe: P.Probe) -> None:
-    from rlhf.trainers import common
+    from rlhf.trainers import run_logger
 
-    original_init, original_advance = common.RunLogger.__init__, common.RunLogger.advance
+    original_init, original_advance = run_logger.RunLogger.__init__, run_logger.RunLogger.advance
 
     def init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
@@ -63,7 +63,7 @@ def install_clock(probe: P.Probe) -> None:
         probe.step_ended()
         return original_advance(self, *args, **kwargs)
 
-    common.RunLogger.__init__, common.RunLogger.advance = init, advance
+    run_logger.RunLogger.__init__, run_logger.RunLogger.advance = init, advance
 
 
 def metrics_timings(output_dir: Path) -> dict:

@@ -2,8 +2,10 @@
 
 Convention: each loss returns `(loss, stats)` where `loss` is a scalar with a graph and `stats` is a
 small dict of detached 0-dim tensors (the caller namespaces them, e.g. `policy/clipfrac`, and calls
-`.item()` when it logs). The helpers `token_logprobs` and `entropy_from_logits` return (B, T) tensors.
-Shapes: B = batch, T = sequence length, V = vocabulary.
+`.item()` when it logs). Log-probabilities and entropies of logits live in `rlhf.rollout.logprobs`.
+Shapes: B = batch, T = sequence length, V = vocabulary. Per-token losses select their inputs with
+`mask` before any arithmetic (`rl_math.select`), so whatever padding holds (inf, NaN) never reaches
+the loss or its gradient: exp(log_ratio) of a padded 1e4 would be inf, and inf * 0 = NaN.
 """
 
 from __future__ import annotations
@@ -12,40 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlhf.rl_math import masked_mean
-
-IGNORE_INDEX = -100
+from rlhf.data.tokenize import IGNORE_INDEX
+from rlhf.rl_math import masked_mean, select
+from rlhf.rollout.logprobs import token_logprobs
 
 
 def _check_same_shape(**tensors: Tensor) -> None:
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"shapes must match: {shapes}")
-
-
-# ---------------------------------------------------------------------------
-# Log-probabilities
-# ---------------------------------------------------------------------------
-
-
-def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log p(tokens[b, t] | logits[b, t]); the caller aligns the shift (logits[:, t] predicts token t+1).
-
-    log_softmax(z)_i = z_i - logsumexp(z): gathering first keeps only one (B, T) extra tensor instead
-    of a second (B, T, V) one. `tokens` must be valid ids (replace -100 before calling).
-    """
-    if logits.dim() != 3 or logits.shape[:2] != tokens.shape:
-        raise ValueError(
-            f"logits must be (B, T, V) and tokens (B, T); got {tuple(logits.shape)}, {tuple(tokens.shape)}"
-        )
-    token_logits = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return token_logits - torch.logsumexp(logits, dim=-1)  # (B, T)
-
-
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, per position."""
-    p = torch.softmax(logits, dim=-1)  # (B, T, V)
-    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)  # (B, T)
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +197,8 @@ def ppo_policy_loss(
     (http://joschu.net/blog/kl-approx.html; cleanrl's `approx_kl`); ratio = mean ratio.
     """
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
-    log_ratio = logprobs - old_logprobs  # (B, T)
+    log_ratio = select(logprobs, mask) - select(old_logprobs, mask)  # (B, T), 0 on padding
+    advantages = select(advantages, mask)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
     pg_losses = -advantages * ratio  # (B, T)
     pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)  # (B, T)
@@ -248,6 +226,7 @@ def ppo_value_loss(
     stats: vf_clipfrac = fraction of tokens where the clipped term is the larger.
     """
     _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
+    values, old_values, returns = select(values, mask), select(old_values, mask), select(returns, mask)  # (B, T)
     vf_losses1 = (values - returns) ** 2  # (B, T)
     if cliprange_value is None:
         vf_losses2 = vf_losses1

@@ -3,6 +3,11 @@
 Pure functions of tensors; nothing here knows about models, devices or logging.
 Shapes: B = batch (rollouts), T = response length (right-padded, `mask` marks real tokens).
 The implementation details behind each choice are listed in docs/algorithms.md.
+
+Padding never reaches the numbers: inputs are selected with the mask (`torch.where`) before any
+arithmetic, never multiplied by it afterwards. A padded position may hold anything (a log-ratio of
+1e4 nats, inf, NaN): exp() of it overflows, inf * 0 = NaN, and a NaN spreads through GAE's recursion
+and every mean to the whole batch; through a multiplied mask it would also reach the gradients.
 """
 
 from __future__ import annotations
@@ -18,11 +23,19 @@ from torch import Tensor
 # ---------------------------------------------------------------------------
 
 
+def select(x: Tensor, mask: Tensor) -> Tensor:
+    """`x` where `mask` is nonzero, exactly 0 elsewhere (whatever `x` holds there, inf and NaN included).
+
+    Unlike `x * mask` this gives 0 for inf or NaN on padding, and a zero gradient there too."""
+    return torch.where(mask != 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Mean of `x` over entries where `mask` is 1 (over `dim`, or all entries when None).
 
     An empty selection gives 0 rather than NaN (the denominator is clamped to 1).
     """
+    x = select(x, mask)  # padding may hold inf or NaN: select before multiplying
     mask = mask.to(x.dtype)
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1)
@@ -32,7 +45,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     """Variance of `x` over entries where `mask` is 1 (Bessel-corrected when `unbiased`)."""
     mask = mask.to(x.dtype)
-    centered = x - masked_mean(x, mask)
+    centered = select(x, mask) - masked_mean(x, mask)
     var = masked_mean(centered**2, mask)
     if unbiased:
         n = mask.sum()
@@ -52,11 +65,12 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     shift_mean=False -> variance 1 but the original mean is added back, so the sign of the
     average reward is kept (TRL's `whiten_rewards`; see docs/algorithms.md).
     """
+    x = select(x, mask)
     mean, var = masked_mean(x, mask), masked_var(x, mask)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened * mask.to(x.dtype)
+    return select(whitened, mask)
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
@@ -64,6 +78,7 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
 
     1 is a perfect value function, 0 is no better than predicting the mean, < 0 is worse.
     """
+    returns, values = select(returns, mask), select(values, mask)
     var_returns = masked_var(returns, mask, unbiased=False)
     return 1 - masked_var(returns - values, mask, unbiased=False) / var_returns
 
@@ -116,7 +131,8 @@ def kl_penalized_rewards(
     lm-human-preferences `train_policy.py`:
         kl = logprobs - ref_logprobs; non_score_reward = -kl_ctl.value * kl; rewards[:, -1] += scores
     except that responses are right-padded, so the score goes on each row's last 1 in `mask`,
-    and every tensor is zero on padding.
+    and every tensor is zero on padding: the log-probs are selected with the mask BEFORE the estimator,
+    since k3 = exp(log r) - 1 - log r overflows float32 for a padded log r above ~88 nats.
 
     Returns (rewards, non_score_reward, kl), each (B, T).
     """
@@ -132,7 +148,8 @@ def kl_penalized_rewards(
         raise ValueError("every row of mask needs at least one response token to carry its score")
     B, T = mask.shape
 
-    kl = kl_estimate(logprobs, ref_logprobs, estimator) * mask  # (B, T)
+    logprobs, ref_logprobs = select(logprobs, mask), select(ref_logprobs, mask)  # (B, T), 0 on padding
+    kl = select(kl_estimate(logprobs, ref_logprobs, estimator), mask)  # (B, T)
     non_score_reward = -kl_coef * kl  # (B, T)
     positions = torch.arange(T, device=mask.device)  # (T,)
     last = (mask * positions).argmax(dim=1)  # (B,) index of the last response token
@@ -157,9 +174,9 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
             f"rewards, values and mask must all be (B, T); got {tuple(rewards.shape)}, "
             f"{tuple(values.shape)}, {tuple(mask.shape)}"
         )
+    values = select(values, mask)  # (B, T) padding counts as terminal, V = 0
+    rewards = select(rewards, mask)  # (B, T)
     mask = mask.to(values.dtype)
-    values = values * mask  # (B, T) padding counts as terminal, V = 0
-    rewards = rewards * mask  # (B, T)
     T = rewards.shape[1]
 
     advantages = torch.zeros_like(rewards)  # (B, T)
@@ -170,7 +187,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
         lastgaelam = (delta + gamma * lam * lastgaelam) * mask[:, t]  # (B,) reset on padding
         advantages[:, t] = lastgaelam
         next_value = values[:, t]
-    returns = (advantages + values) * mask  # (B, T)
+    returns = select(advantages + values, mask)  # (B, T)
     return advantages, returns
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import json
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import torch
 from rlhf.embedded.gold import gold_components
 from rlhf.embedded.task import parse_instruction
 from rlhf.models.loading import load_causal_lm, load_tokenizer
+from rlhf.rewards.agreement import agreement_with_gold
+from rlhf.rewards.scorers import load_reward_model, score_responses
 from rlhf.rollout.generation import SamplingParams, sample_responses
-from rlhf.rollout.rewards import load_reward_model, score_responses
 
 
 def sample(policy_path: str, prompts: list[str], samples: int, max_new_tokens: int, seed: int) -> list[tuple]:
@@ -65,20 +65,15 @@ def main() -> None:
         model, tokenizer, _ = load_reward_model(args.reward_model)
         scores = score_responses(model, tokenizer, [r[0] for r in rows], [r[1] for r in rows],
                                  ended=[r[2] for r in rows]).tolist()
-        per_prompt = collections.defaultdict(list)
-        for (prompt, _, _), (kind, parts), score in zip(rows, graded, scores):
-            per_prompt[prompt].append((kind, parts["gold"], score))
-        agree, total = collections.Counter(), collections.Counter()
-        for items in per_prompt.values():
-            for (kind, gold_a, score_a), (_, gold_b, score_b) in itertools.combinations(items, 2):
-                if abs(gold_a - gold_b) >= 0.05:
-                    total[kind] += 1
-                    agree[kind] += (score_a - score_b) * (gold_a - gold_b) > 0
-        for kind in sorted(total):
-            print(f"reward model orders pairs as gold does [{kind}]: {agree[kind]}/{total[kind]} = "
-                  f"{agree[kind] / total[kind]:.2f}")
-        n = sum(total.values())
-        print(f"reward model orders pairs as gold does [all]: {sum(agree.values()) / max(1, n):.2f} of {n} pairs")
+        agreement = agreement_with_gold([r[0] for r in rows], scores, [parts["gold"] for _, parts in graded],
+                                        groups=[kind for kind, _ in graded], min_gold_gap=0.05)
+        for kind, result in agreement.items():
+            if kind != "all":
+                print(f"reward model orders pairs as gold does [{kind}]: {result.agree}/{result.pairs} = "
+                      f"{result.rate:.2f}")
+        overall = agreement["all"]
+        print(f"reward model orders pairs as gold does [all]: {overall.agree / max(1, overall.pairs):.2f} "
+              f"of {overall.pairs} pairs")
 
 
 if __name__ == "__main__":

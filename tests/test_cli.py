@@ -1,6 +1,7 @@
 """Every CLI stage as a user runs it: a subprocess, tiny step counts, real files out."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -65,12 +66,19 @@ def test_unwritable_output_dir_fails_at_start(tiny_model_dir, toy_data, tmp_path
 
 def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
     result = rlhf("demo", "--model_name_or_path", tiny_demo_model_dir, "--output_dir", tmp_path / "demo",
-                  "--num_demonstrations", 64, "--num_rankings", 32, "--sft_steps", 3, "--rm_steps", 3, "--ppo_steps", 2,
+                  "--num_demonstrations", 64, "--num_rankings", 32, "--sft_steps", 3, "--rm_steps", 3, "--ppo_steps", 2, "--ppo_no_kl_steps", 2,
                   "--dpo_steps", 3, "--eval_prompts", 8, "--eval_samples_per_prompt", 2, "--max_new_tokens", 8, "--ablation", "no-kl",
-                  "--demonstration_kinds", "arithmetic,list,sentence,yesno", cwd=tmp_path)
+                  "--demonstration_kinds", "arithmetic,list,sentence,yesno", "--best_of_n", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
-    assert set(outcome["table"]) == {"base", "sft", "ppo", "dpo", "ppo (beta=0)"}
+    assert set(outcome["table"]) == {"base", "sft", "sft (ideal demonstrations)", "best-of-2", "ppo", "dpo",
+                                     "ppo (beta=0)"}
+    assert outcome["table"]["best-of-2"]["kl"] == pytest.approx(math.log(2) - 0.5)
+    assert set(outcome["habits"]) == set(outcome["table"])
+    assert {"declines_harmless", "hedges", "two_sentences", "repeats_item"} <= set(outcome["habits"]["sft"])
+    agreement = outcome["rm_agreement_on_sft_samples"]
+    assert set(agreement) <= {"all", "arithmetic", "list", "sentence", "yesno", "harmful"}
+    assert agreement["all"]["pairs"] == sum(v["pairs"] for k, v in agreement.items() if k != "all")
     for row in outcome["table"].values():
         assert {"gold", "score", "kl", "length"} <= set(row)
     assert abs(outcome["table"]["sft"]["kl"]) < 1e-4  # the SFT policy is the reference itself
@@ -78,9 +86,14 @@ def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
     assert table["sft"]["gold_gain_over_sft"] == 0 and table["sft"]["gold_gain_stderr"] == 0
     for row in table.values():  # the paired gain is the difference of the means over the same 8 x 2 samples
         assert row["gold_gain_over_sft"] == pytest.approx(row["gold"] - table["sft"]["gold"], abs=1e-9)
-        assert row["gold_stderr"] >= 0
+        # Both standard errors come from the same per-prompt means, so std(a - b) lies between
+        # |std(a) - std(b)| and std(a) + std(b) (Cauchy-Schwarz on their covariance).
+        sft_stderr = table["sft"]["gold_stderr"]
+        low, high = abs(row["gold_stderr"] - sft_stderr), row["gold_stderr"] + sft_stderr
+        assert low - 1e-9 <= row["gold_gain_stderr"] <= high + 1e-9
     assert (tmp_path / "demo" / "reward_hacking.png").stat().st_size > 10_000
-    assert "| policy | gold reward |" in (tmp_path / "demo" / "demo_table.md").read_text()
+    report = (tmp_path / "demo" / "demo_table.md").read_text()
+    assert "| policy | gold reward |" in report and "| habit (applies to) |" in report
     from rlhf.embedded.task import parse_instruction
 
     def kinds(name):
@@ -89,6 +102,12 @@ def test_demo_runs_end_to_end_with_tiny_sizes(tiny_demo_model_dir, tmp_path):
 
     assert kinds("sft_train.jsonl") == {"arithmetic", "list", "sentence", "yesno"}  # harmful left out
     assert "harmful" in kinds("rankings_policy.jsonl")
+
+
+def test_demo_rejects_an_unknown_habit(tmp_path):
+    result = rlhf("demo", "--output_dir", tmp_path / "demo", "--demonstration_habits", "hedges=0.3,sings=0.5", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "demonstration_habits: 'sings=0.5' is not a known habit" in result.stderr
 
 
 def test_demo_rejects_an_unknown_demonstration_kind(tmp_path):

@@ -14,7 +14,7 @@ from rlhf.pipeline.pipeline import PipelineConfig, stage_configs
 def test_yaml_then_command_line_override(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train_file: demos.jsonl\nlearning_rate: 0.001\nmax_steps: 7\n")
-    config = parse_config(SFTConfig, ["--config", str(path), "--learning_rate", "1e-5"])
+    config = parse_config(SFTConfig, ["--config", str(path), "--learning_rate", "1e-5", "--model_name_or_path", "m"])
     assert config.train_file == "demos.jsonl"
     assert config.max_steps == 7  # from YAML
     assert config.learning_rate == 1e-5  # the flag wins over YAML
@@ -30,7 +30,9 @@ def test_unknown_yaml_key_names_file_and_key(tmp_path):
 
 def test_validate_messages():
     with pytest.raises(ConfigError, match="sft needs --train_file"):
-        parse_config(SFTConfig, [])
+        parse_config(SFTConfig, ["--model_name_or_path", "m"])
+    with pytest.raises(ConfigError, match="model_name_or_path is required"):
+        parse_config(SFTConfig, ["--train_file", "t"])
     with pytest.raises(ConfigError, match="exactly one of --reward_model_path and --reward_function"):
         parse_config(PPOConfig, ["--model_name_or_path", "m", "--prompts_file", "p"])
     with pytest.raises(ConfigError, match="rollout_batch_size .* multiple"):
@@ -51,8 +53,20 @@ def test_labeler_weights_parse():
     assert config.parsed_labeler_weights() == {"alice": 0.5, "bob": 2.0}
 
 
+def test_the_command_defaults_the_model_to_the_embedded_one_not_the_config():
+    from rlhf.cli.main import _default_model
+    from rlhf.embedded import EMBEDDED_BASE_MODEL
+    from rlhf.pipeline.pipeline import PipelineConfig
+
+    assert SFTConfig.__dataclass_fields__["model_name_or_path"].default == ""
+    assert _default_model(SFTConfig) == {"model_name_or_path": EMBEDDED_BASE_MODEL}
+    assert _default_model(PipelineConfig) == {}  # the pipeline names its base model itself
+    config = parse_config(SFTConfig, ["--train_file", "t"], defaults=_default_model(SFTConfig))
+    assert config.model_name_or_path == EMBEDDED_BASE_MODEL
+
+
 def test_saved_config_round_trips(tmp_path):
-    config = parse_config(SFTConfig, ["--train_file", "d.jsonl", "--seed", "3"])
+    config = parse_config(SFTConfig, ["--model_name_or_path", "m", "--train_file", "d.jsonl", "--seed", "3"])
     path = save_config(config, tmp_path)
     assert yaml.safe_load(path.read_text())["seed"] == 3
     again = parse_config(SFTConfig, ["--config", str(path)])
@@ -90,3 +104,13 @@ def test_cli_help_lists_options_and_defaults(capsys):
 def test_unknown_flag_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown option\\(s\\) --learnig_rate 3"):
         parse_config(SFTConfig, ["--train_file", "d.jsonl", "--learnig_rate", "3"])
+
+
+def test_ppo_reward_aggregation_is_checked():
+    base = ["--model_name_or_path", "m", "--prompts_file", "p.jsonl", "--reward_model_path", "rm1,rm2"]
+    config = parse_config(PPOConfig, base + ["--reward_aggregation", "mean_minus_std", "--reward_uncertainty_coef", "0.5"])
+    assert (config.reward_aggregation, config.reward_uncertainty_coef) == ("mean_minus_std", 0.5)
+    with pytest.raises(ConfigError, match="reward_aggregation must be mean, min or mean_minus_std, got 'max'"):
+        parse_config(PPOConfig, base + ["--reward_aggregation", "max"])
+    with pytest.raises(ConfigError, match="reward_uncertainty_coef must be >= 0, got -1.0"):
+        parse_config(PPOConfig, base + ["--reward_uncertainty_coef", "-1"])

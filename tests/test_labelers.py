@@ -9,11 +9,10 @@ import pytest
 from rlhf.embedded.corpus import good_response, padded_response, wrong_response
 from rlhf.embedded.gold import gold_reward
 from rlhf.embedded.task import format_prompt, instructions, parse_instruction
-from rlhf.feedback import (
-    SimulatedLabeler, candidate_responses, cohens_kappa, generate_task_data, gold_labeler, labeler_pool,
-    pairwise_agreement, rankings_to_comparisons, write_jsonl,
-)
-from rlhf.feedback.agreement import sample_comparisons
+from rlhf.atomic_io import write_jsonl
+from rlhf.embedded.labelers import SimulatedLabeler, gold_labeler, labeler_pool
+from rlhf.embedded.task_data import candidate_responses, comparison_records, generate_task_data, sample_comparisons
+from rlhf.feedback import Labeler, cohens_kappa, pairwise_agreement
 
 ADD = format_prompt("What is 7 plus 5?")
 
@@ -115,7 +114,7 @@ def test_labelers_still_prefer_correct_to_wrong():
 
 # ---- Demonstrations and candidates ---------------------------------------------------------------
 
-def test_demonstrations_are_mostly_ideal_with_some_imperfections():
+def test_demonstrations_without_habits_are_mostly_ideal_with_some_imperfections():
     rng, train = random.Random(3), instructions("train")
     labeler = SimulatedLabeler("careless", noise_std=0.1, length_bonus=0.03, error_rate=0.1, verbosity=0.2)
     scores = [gold_reward(format_prompt(i.text), labeler.write_demonstration(i, rng), True)
@@ -150,7 +149,7 @@ def read_jsonl(path):
 def test_generate_task_data_writes_the_documented_formats(tmp_path):
     paths = generate_task_data(tmp_path, seed=0, num_demonstrations=40, num_rankings=20, k=4)
     assert set(paths) == {f"{kind}_{split}" for kind in ("sft", "rankings", "comparisons", "prompts")
-                          for split in ("train", "test")}
+                          for split in ("train", "test")} | {"sft_ideal_train"}
     n_test = len(instructions("test"))
     sft = read_jsonl(paths["sft_train"])
     assert len(sft) == 40 and all(set(r) == {"prompt", "completion", "labeler"} for r in sft)
@@ -186,10 +185,15 @@ def test_demonstrations_can_leave_out_a_kind_that_rankings_still_cover(tmp_path)
         generate_task_data(tmp_path / "bad", demonstration_kinds=["poems"])
 
 
-def test_rankings_to_comparisons_follows_the_ranking():
+def test_comparison_records_follow_the_ranking():
     record = {"prompt": ADD, "responses": ["a", "b", "c"], "ranking": [2, 0, 1], "labeler": "x"}
-    pairs = [(c["chosen"], c["rejected"]) for c in rankings_to_comparisons([record])]
-    assert pairs == [("c", "a"), ("c", "b"), ("a", "b")]
+    comparisons = comparison_records([record])
+    assert [(c["chosen"], c["rejected"]) for c in comparisons] == [("c", "a"), ("c", "b"), ("a", "b")]
+    assert all(c["labeler"] == "x" and c["prompt"] == ADD for c in comparisons)
+
+
+def test_simulated_and_gold_labelers_are_labelers():
+    assert isinstance(gold_labeler(), Labeler) and all(isinstance(l, Labeler) for l in labeler_pool())
 
 
 def test_write_jsonl_is_utf8_and_leaves_no_temp_file(tmp_path):

@@ -7,14 +7,12 @@ import torch
 
 from rlhf.losses import (
     dpo_loss,
-    entropy_from_logits,
     hinge_loss,
     ipo_loss,
     pairwise_rm_loss,
     ppo_policy_loss,
     ppo_value_loss,
     sft_loss,
-    token_logprobs,
 )
 
 LN3 = math.log(3)
@@ -27,36 +25,6 @@ def t(x):
 def softplus(x):
     # -log sigma(x) = log(1 + e^{-x}), so -log sigma(-x) = softplus(x)
     return math.log1p(math.exp(x))
-
-
-# --- log-probabilities -------------------------------------------------------------------------
-
-
-def test_token_logprobs_hand_values():
-    # logits [0, ln3] -> p = [1/4, 3/4]; [0, 0] -> p = [1/2, 1/2]
-    logits = t([[[0, LN3], [0, 0], [LN3, 0]]])  # (1, 3, 2)
-    tokens = torch.tensor([[1, 0, 1]])
-    expected = [[math.log(3 / 4), math.log(1 / 2), math.log(1 / 4)]]
-    torch.testing.assert_close(token_logprobs(logits, tokens), t(expected))
-
-
-def test_token_logprobs_matches_log_softmax_gather():
-    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
-    tokens = torch.randint(7, (2, 5), generator=torch.Generator().manual_seed(1))
-    expected = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    torch.testing.assert_close(token_logprobs(logits, tokens), expected)
-
-
-def test_token_logprobs_rejects_bad_shapes():
-    with pytest.raises(ValueError, match=r"logits must be \(B, T, V\)"):
-        token_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
-
-
-def test_entropy_from_logits():
-    # p = [1/4, 3/4]: H = -(1/4 ln 1/4 + 3/4 ln 3/4);  uniform over 2: H = ln 2
-    logits = t([[[0, LN3], [5, 5]]])
-    expected = [[-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), math.log(2)]]
-    torch.testing.assert_close(entropy_from_logits(logits), t(expected))
 
 
 # --- SFT ----------------------------------------------------------------------------------------
@@ -158,6 +126,55 @@ def test_hinge_loss():
 def test_dpo_family_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="shapes must match"):
         dpo_loss(t([1.0, 2.0]), t([1.0]), t([1.0, 2.0]), t([1.0, 2.0]), beta=0.1)
+
+
+# --- DPO family on pairs of different lengths, through the DPO stage's log-probs ---------------
+# Vocabulary of 4. The policy predicts p = [1/2, 1/4, 1/8, 1/8] at every position, the reference is
+# uniform (1/4 each), so log-probs per token are: policy [-1, -2, -3, -3] ln 2, reference -2 ln 2.
+# Pair 1: chosen [0, 0] (2 tokens), rejected [1, 1, 1, 1] (4 tokens)
+#   summed:   pi_c = -2 ln2, ref_c = -4 ln2, pi_r = -8 ln2, ref_r = -8 ln2  -> h = 2 ln2
+#   averaged: pi_c = -ln2,   ref_c = -2 ln2, pi_r = -2 ln2, ref_r = -2 ln2  -> h = ln2
+# Pair 2: chosen [1, 2, 3] (3 tokens), rejected [0] (1 token)
+#   summed:   pi_c = -8 ln2, ref_c = -6 ln2, pi_r = -ln2,   ref_r = -2 ln2  -> h = -2 ln2 - ln2 = -3 ln2
+#   averaged: pi_c = -8/3 ln2, ref_c = -2 ln2, pi_r = -ln2, ref_r = -2 ln2  -> h = -2/3 ln2 - ln2 = -5/3 ln2
+# IPO (beta 0.5, target 1/(2 beta) = 1) regresses the length-AVERAGED h; DPO and hinge use the summed h.
+LN2 = math.log(2)
+PAIRS_OF_DIFFERENT_LENGTHS = [{"prompt_ids": [3, 2], "chosen_ids": [0, 0], "rejected_ids": [1, 1, 1, 1]},
+                              {"prompt_ids": [2, 3], "chosen_ids": [1, 2, 3], "rejected_ids": [0]}]
+
+
+class FixedNextToken(torch.nn.Module):
+    """A causal LM stand-in predicting the same distribution at every position."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(probs, dtype=torch.float64).log())
+
+    def forward(self, input_ids, logits_to_keep=0, **kwargs):
+        from types import SimpleNamespace
+
+        B, T = input_ids.shape
+        return SimpleNamespace(logits=self.logits.expand(B, T, -1)[:, -logits_to_keep:])  # (B, keep, V)
+
+
+@pytest.mark.parametrize("loss_type, expected", [
+    ("ipo", ((LN2 - 1) ** 2 + (-5 / 3 * LN2 - 1) ** 2) / 2),  # not ((2 ln2 - 1)^2 + (-3 ln2 - 1)^2) / 2
+    ("sigmoid", (math.log(1 + 2 ** -1) + math.log(1 + 2 ** 1.5)) / 2),  # -ln sigma(beta h), beta h = [ln2, -1.5 ln2]
+    ("hinge", ((1 - LN2) + (1 + 1.5 * LN2)) / 2),  # max(0, 1 - beta h)
+])
+def test_dpo_family_on_pairs_of_different_lengths(loss_type, expected):
+    from types import SimpleNamespace
+
+    from rlhf.data import collate_pairs
+    from rlhf.trainers.dpo import pair_logprobs, preference_loss
+
+    policy, reference = FixedNextToken([1 / 2, 1 / 4, 1 / 8, 1 / 8]), FixedNextToken([1 / 4] * 4)
+    batch = collate_pairs(PAIRS_OF_DIFFERENT_LENGTHS, pad_token_id=3)  # (4, 6), right-padded
+    length_normalize = loss_type == "ipo"  # as the DPO stage decides
+    config = SimpleNamespace(loss_type=loss_type, beta=0.5, label_smoothing=0.0)
+    loss, _ = preference_loss(config, pair_logprobs(policy, batch, length_normalize),
+                              pair_logprobs(reference, batch, length_normalize))
+    assert loss.item() == pytest.approx(expected)
 
 
 # --- PPO policy loss ----------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhf.models.loading import ModelPathError, load_tokenizer
-from rlhf.models.scalar_model import ScalarModel, last_token_index, position_ids_from_mask
+from rlhf.models.positions import position_ids_from_mask
+from rlhf.models.scalar_model import ScalarModel, last_token_index
 from rlhf.rollout.generation import response_mask_from_ids
 from rlhf.rollout.prompts import PromptSampler
 
@@ -73,7 +74,7 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 
 
 def test_score_responses_batched_equals_one_by_one(tiny_model_dir):
-    from rlhf.rollout.rewards import score_responses
+    from rlhf.rewards.scorers import score_responses
 
     tokenizer = load_tokenizer(tiny_model_dir)
     model = ScalarModel.from_pretrained(tiny_model_dir, tokenizer).eval()
@@ -168,7 +169,7 @@ def test_dpo_logprobs_projected_at_marked_positions_only_equal_full_logits(tiny_
     for name, param in model.named_parameters():
         torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-5)
     by_hand = torch.log_softmax(model(input_ids=ids, attention_mask=attention,
-                                      position_ids=L.position_ids_from_mask(attention)).logits[2, 7:10], -1)
+                                      position_ids=position_ids_from_mask(attention)).logits[2, 7:10], -1)
     assert full[2].item() == pytest.approx(by_hand.gather(-1, ids[2, 8:11, None]).sum().item(), abs=1e-4)
 
     class ScaledLogits(torch.nn.Module):  # logits = 2 * head(hidden): the head alone would be wrong

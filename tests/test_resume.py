@@ -139,7 +139,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_model_dir, toy_data, 
 
 
 def test_nan_loss_stops_with_step_and_quantity(tiny_model_dir, toy_data, tmp_path, monkeypatch, capsys):
-    from rlhf.trainers.loop import NonFiniteError
+    from rlhf.trainers.optim import NonFiniteError
 
     args = stage_args("ppo", tiny_model_dir, toy_data) + ["--reward_normalization", "none"]
     args[args.index("reward_functions:target_char_rate")] = "reward_functions:nan_reward"
@@ -156,7 +156,7 @@ def test_nan_loss_stops_with_step_and_quantity(tiny_model_dir, toy_data, tmp_pat
 def test_nan_in_sft_names_the_loss(tiny_model_dir, toy_data, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from rlhf.trainers.loop import NonFiniteError
+    from rlhf.trainers.optim import NonFiniteError
 
     broken = tmp_path / "broken_model"
     broken.mkdir()

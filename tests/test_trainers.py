@@ -49,6 +49,9 @@ def test_reward_model_learns_preference_and_saves_stats(tiny_model_dir, toy_data
 
 def test_ppo_raises_a_programmatic_reward(tiny_model_dir, toy_data, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
+    policy_stats = []  # clipfrac, approx_kl, ratio of every micro-batch, in order
+    policy_loss = ppo.ppo_policy_loss
+    monkeypatch.setattr(ppo, "ppo_policy_loss", lambda *a: policy_stats.append(policy_loss(*a)[1]) or policy_loss(*a))
     config = parse_config(PPOConfig, [
         "--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
         "--prompts_file", str(toy_data["prompts"]), "--output_dir", str(tmp_path), "--max_steps", "12",
@@ -60,7 +63,15 @@ def test_ppo_raises_a_programmatic_reward(tiny_model_dir, toy_data, tmp_path, mo
     assert len(scores) == 12
     start, end = sum(scores[:2]) / 2, sum(scores[-3:]) / 3
     assert end > start + 0.15 and end > 2 * start, scores
-    assert all(0 <= m["policy/clipfrac"] <= 1 and m["policy/approx_kl"] >= 0 for m in metrics(tmp_path))
+    # The first minibatch of each step is on-policy (pi = pi_old up to the sampler's ~1e-5 rounding):
+    # ratio 1, nothing clipped, approx_kl 0. Later minibatches follow an updated policy.
+    per_step = len(policy_stats) // 12  # ppo_epochs x minibatches = 4 x 4
+    assert per_step == 16
+    for first in policy_stats[::per_step]:
+        assert first["clipfrac"].item() == 0 and first["ratio"].item() == pytest.approx(1, abs=1e-4)
+        assert abs(first["approx_kl"].item()) < 1e-7
+    assert max(s["approx_kl"].item() for s in policy_stats) > 1e-4
+    assert max(s["clipfrac"].item() for s in policy_stats) > 0
     assert (tmp_path / "model" / "model.safetensors").is_file()
 
 
@@ -93,7 +104,7 @@ def test_dpo_variants_train(tiny_model_dir, toy_data, tmp_path, variant):
 def test_fused_and_per_tensor_adamw_take_the_same_steps():
     import torch
 
-    from rlhf.trainers.common import make_optimizer
+    from rlhf.trainers.optim import make_optimizer
 
     torch.manual_seed(0)
     start = [torch.randn(7, 5), torch.randn(5)]
@@ -140,12 +151,12 @@ def test_ppo_with_lora_trains_adapters_only_against_the_adapter_free_reference(t
     import torch
     from transformers import AutoModelForCausalLM
 
-    import rlhf.trainers.ppo as ppo_module
+    import rlhf.trainers.online as online_module
 
     monkeypatch.syspath_prepend(str(TESTS))
     loads = []
-    load_causal_lm = ppo_module.load_causal_lm
-    monkeypatch.setattr(ppo_module, "load_causal_lm", lambda *a, **k: loads.append(a[0]) or load_causal_lm(*a, **k))
+    load_causal_lm = online_module.load_causal_lm
+    monkeypatch.setattr(online_module, "load_causal_lm", lambda *a, **k: loads.append(a[0]) or load_causal_lm(*a, **k))
     config = parse_config(PPOConfig, [
         "--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
         "--prompts_file", str(toy_data["prompts"]), "--output_dir", str(tmp_path), "--max_steps", "12",
@@ -181,14 +192,14 @@ def test_ppo_with_lora_trains_adapters_only_against_the_adapter_free_reference(t
 def test_ppo_with_sampler_logprobs_matches_the_extra_forward_pass(tiny_model_dir, toy_data, tmp_path, monkeypatch):
     """pi_old from the sampler (no extra forward pass) against pi_old from a forward pass: the same
     seeded run, step for step, within rounding (KV-cached vs full attention)."""
-    import rlhf.trainers.ppo as ppo_module
+    import rlhf.trainers.online as online_module
 
     monkeypatch.syspath_prepend(str(TESTS))
     common = ["--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
               "--prompts_file", str(toy_data["prompts"]), "--max_steps", "3", "--rollout_batch_size", "16",
               "--per_device_train_batch_size", "8", "--max_new_tokens", "8", "--learning_rate", "3e-3",
               "--kl_coef", "0.05", "--disable_tqdm", "true", "--report_to", "none"]
-    generate = ppo_module.generate
+    generate = online_module.generate
     recorded = []
 
     def spy(*args, record_logprobs=False, **kwargs):
@@ -198,7 +209,7 @@ def test_ppo_with_sampler_logprobs_matches_the_extra_forward_pass(tiny_model_dir
 
     runs = {}
     for name, wrapper in (("sampler", spy), ("forward", lambda *a, record_logprobs=False, **k: generate(*a, **k))):
-        monkeypatch.setattr(ppo_module, "generate", wrapper)
+        monkeypatch.setattr(online_module, "generate", wrapper)
         with pytest.warns(UserWarning, match="skipped SFT"):
             ppo.run(parse_config(PPOConfig, [*common, "--output_dir", str(tmp_path / name)]))
         runs[name] = [m for m in metrics(tmp_path / name) if "objective/kl" in m]

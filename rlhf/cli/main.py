@@ -55,10 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(STAGES[stage][0])
     from rlhf.config.base import ConfigError, parse_config
     from rlhf.data.errors import DataError
-    from rlhf.trainers.loop import NonFiniteError, TrainingInterrupted
+    from rlhf.trainers.optim import NonFiniteError
+    from rlhf.trainers.signals import TrainingInterrupted
 
     try:
-        config = parse_config(module.CONFIG_CLASS, rest, prog=f"rlhf {stage}", description=STAGES[stage][1])
+        config = parse_config(module.CONFIG_CLASS, rest, prog=f"rlhf {stage}", description=STAGES[stage][1],
+                              defaults=_default_model(module.CONFIG_CLASS))
         module.run(config)
     except TrainingInterrupted as stop:
         print(f"rlhf {stage}: {stop}", file=sys.stderr)
@@ -69,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _close_process_group()
     return 0
+
+
+def _default_model(config_cls) -> dict[str, str]:
+    """The embedded base model as the default ``model_name_or_path`` of every stage: a default
+    of the command, not of the configs (which know nothing of the embedded world)."""
+    from rlhf.config.base import TrainingConfig
+    from rlhf.embedded import EMBEDDED_BASE_MODEL
+
+    return {"model_name_or_path": EMBEDDED_BASE_MODEL} if issubclass(config_cls, TrainingConfig) else {}
 
 
 def _close_process_group() -> None:

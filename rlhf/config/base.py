@@ -18,7 +18,8 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
-from rlhf.embedded import EMBEDDED_BASE_MODEL
+from rlhf.atomic_io import write_text_atomic
+
 
 C = TypeVar("C")
 
@@ -32,9 +33,9 @@ class TrainingConfig:
     """Options every training stage shares; names follow transformers' TrainingArguments."""
 
     model_name_or_path: str = field(
-        default=EMBEDDED_BASE_MODEL,
+        default="",
         metadata={"help": "Local folder of a causal LM in save_pretrained format. Nothing is ever "
-                  "downloaded. Default: the embedded base model shipped with the package."},
+                  "downloaded. The `rlhf` command defaults it to the embedded base model shipped with the package."},
     )
     output_dir: str = field(
         default="runs/out",
@@ -102,6 +103,8 @@ class TrainingConfig:
 
     def validate(self) -> None:
         """Rules that span fields; raise ConfigError with a message a user understands."""
+        if not self.model_name_or_path:
+            raise ConfigError("model_name_or_path is required: a local folder of a model in save_pretrained format")
         if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
             raise ConfigError(f"lr_scheduler_type must be linear, cosine or constant, got {self.lr_scheduler_type!r}")
         if self.optim not in ("adamw_torch_fused", "adamw_torch"):
@@ -136,8 +139,9 @@ def load_yaml_config(path: str | Path, config_cls: type) -> dict[str, Any]:
 
 
 def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | None = None,
-                 description: str | None = None) -> C:
-    """Build a stage config from defaults < ``--config`` YAML < command-line flags, then validate it."""
+                 description: str | None = None, defaults: dict[str, Any] | None = None) -> C:
+    """Build a stage config from the dataclass defaults < ``defaults`` (the caller's, e.g. the
+    CLI's default model) < ``--config`` YAML < command-line flags, then validate it."""
     from transformers import HfArgumentParser
 
     argv = _expand_bare_resume(list(argv) if argv is not None else None, config_cls)
@@ -147,6 +151,8 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None, prog: str | No
 
     parser = HfArgumentParser(config_cls, prog=prog, description=description)
     parser.add_argument("--config", default=None, help="YAML file of options; flags on the command line override it.")
+    if defaults:
+        parser.set_defaults(**defaults)
     if known.config:
         parser.set_defaults(**load_yaml_config(known.config, config_cls))
     # The parser also returns a namespace holding --config; the dataclass comes first.
@@ -186,10 +192,5 @@ def config_from_dict(config_cls: type[C], values: dict[str, Any]) -> C:
 
 def save_config(config: Any, output_dir: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config next to the run's outputs, so the run can be repeated exactly."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / name
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(config))), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(Path(output_dir) / name,
+                             yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(config))), sort_keys=False))

@@ -18,7 +18,19 @@ class PPOConfig(TrainingConfig):
     ref_model_path: str = field(default="", metadata={"help": "Frozen reference for the KL penalty; empty: the starting policy."})
     reward_model_path: str = field(
         default="",
-        metadata={"help": "Reward model checkpoint (from `rlhf rm`); several comma-separated paths make an ensemble (mean)."},
+        metadata={"help": "Reward model checkpoint (from `rlhf rm`); several comma-separated paths make an ensemble, "
+                  "combined by reward_aggregation."},
+    )
+    reward_aggregation: str = field(
+        default="mean",
+        metadata={"help": "How an ensemble's scores become one: mean; min (the most pessimistic member, Coste et al. "
+                  "2023); mean_minus_std (mean - reward_uncertainty_coef * std over members, Eisenstein et al. "
+                  "2023). Conservative aggregates are harder for the policy to exploit."},
+    )
+    reward_uncertainty_coef: float = field(
+        default=1.0,
+        metadata={"help": "lambda of mean_minus_std: how many standard deviations of the members' disagreement "
+                  "are subtracted (>= 0)."},
     )
     reward_function: str = field(
         default="",
@@ -120,6 +132,10 @@ class PPOConfig(TrainingConfig):
             raise ConfigError(f"lora_r must be > 0, got {self.lora_r}")
         if self.use_peft and self.ref_model_path:
             raise ConfigError("with use_peft the reference is the policy with adapters disabled: leave ref_model_path empty")
+        if self.reward_aggregation not in ("mean", "min", "mean_minus_std"):
+            raise ConfigError(f"reward_aggregation must be mean, min or mean_minus_std, got {self.reward_aggregation!r}")
+        if self.reward_uncertainty_coef < 0:
+            raise ConfigError(f"reward_uncertainty_coef must be >= 0, got {self.reward_uncertainty_coef}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.reward_normalization not in ("none", "running", "rm_stats"):

@@ -8,7 +8,7 @@ from rlhf.data.formats import (Comparison, Demonstration, PromptRecord, Ranking,
                                load_prompts, load_rankings, parse_comparison, parse_demonstration, parse_prompt,
                                parse_ranking, rankings_to_comparisons)
 from rlhf.data.records import Source, read_records
-from rlhf.data.templates import render_prompt, response_text, split_hh_dialogue
+from rlhf.data.templates import ASSISTANT, HUMAN, render_default, render_prompt, response_text, split_hh_dialogue
 from rlhf.data.tokenize import (IGNORE_INDEX, tokenize_comparisons, tokenize_demonstrations, tokenize_prompts,
                                 truncate_pair)
 
@@ -17,7 +17,7 @@ __all__ = [
     "Demonstration", "Comparison", "Ranking", "PromptRecord", "RecordList",
     "parse_demonstration", "parse_comparison", "parse_ranking", "parse_prompt", "rankings_to_comparisons",
     "load_demonstrations", "load_comparisons", "load_rankings", "load_prompts", "load_gsm8k_solution_comparisons",
-    "render_prompt", "response_text", "split_hh_dialogue",
+    "HUMAN", "ASSISTANT", "render_default", "render_prompt", "response_text", "split_hh_dialogue",
     "IGNORE_INDEX", "truncate_pair", "tokenize_demonstrations", "tokenize_comparisons", "tokenize_prompts",
     "pad_sequences", "collate_sft", "collate_pairs", "collate_prompts", "length_grouped_batches",
 ]

@@ -23,6 +23,8 @@ from rlhf.data.errors import DataError
 from rlhf.data.records import Source
 
 ROLES = ("system", "user", "assistant")
+# The one definition of the HH-RLHF turn markers: a user turn is f"{HUMAN} {content}", and a prompt
+# ends with ASSISTANT (one user message renders as f"{HUMAN} {text}{ASSISTANT}").
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 
 

@@ -25,7 +25,7 @@ repetition_penalty  the fraction of word bigrams that repeat an earlier bigram, 
 
 A concise correct answer scores 1.0; the same answer padded with 20 words beyond the limit
 scores 0.6, and repeating itself costs up to 0.6 more. That gap is what the demo watches:
-labelers like longer answers a little (rlhf.feedback.labelers), so a policy optimised
+labelers like longer answers a little (rlhf.embedded.labelers), so a policy optimised
 without a KL penalty drifts toward long answers that the reward model likes and gold does not.
 """
 

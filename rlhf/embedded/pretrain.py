@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import statistics
 import time
@@ -24,10 +23,12 @@ from pathlib import Path
 
 import torch
 
+from rlhf.atomic_io import write_json_atomic
 from rlhf.embedded import EMBEDDED_BASE_MODEL
 from rlhf.embedded.corpus import pretraining_documents
 from rlhf.embedded.gold import gold_components
 from rlhf.embedded.task import Instruction, format_prompt, instructions
+from rlhf.rollout.generation import SamplingParams, sample_responses
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
@@ -162,32 +163,13 @@ def evaluate_loss(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
 
 # ---- Measuring the base model with the gold reward --------------------------------------------------
 
-@torch.no_grad()
-def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
-                       seed: int = 0, batch_size: int = 64) -> list[tuple[str, bool]]:
-    """(response text, ended with end-of-text) for each prompt; greedy when temperature is 0."""
-    model.eval()
-    tokenizer.padding_side = "left"
-    torch.manual_seed(seed)
-    results = []
-    for i in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id, **sampling)
-        for row in out[:, batch["input_ids"].shape[1]:]:
-            ids = row.tolist()
-            ended = tokenizer.eos_token_id in ids
-            ids = ids[: ids.index(tokenizer.eos_token_id)] if ended else ids
-            results.append((tokenizer.decode([t for t in ids if t != tokenizer.pad_token_id]), ended))
-    return results
-
-
 def gold_report(model, tokenizer, instrs: list[Instruction], temperature: float, max_new_tokens: int = 48,
                 seed: int = 0) -> dict:
     """Mean gold reward (overall, per kind, per component) of the model's answers to ``instrs``."""
     prompts = [format_prompt(i.text) for i in instrs]
-    answers = generate_responses(model, tokenizer, prompts, max_new_tokens, temperature, seed)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature or 1.0, do_sample=temperature > 0)
+    torch.manual_seed(seed)
+    answers = list(zip(*sample_responses(model, tokenizer, prompts, params)))
     parts = [gold_components(p, r, e) for p, (r, e) in zip(prompts, answers)]
     by_kind: dict[str, list[float]] = {}
     for instr, part in zip(instrs, parts):
@@ -228,13 +210,7 @@ def save_tokenizer(tokenizer, out: Path) -> None:
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    save_atomic_json(config_path, config)
-
-
-def save_atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(config_path, config, indent=1)
 
 
 def parse_args(argv: list[str] | None = None) -> PretrainArgs:
@@ -285,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
                 args=asdict(args) | {"out": "rlhf/embedded/base_model"},
                 gold_test=reports, command=f"python -m rlhf.embedded.pretrain --seed {args.seed}",
                 torch_version=torch.__version__)
-    save_atomic_json(out / "training_info.json", info)
+    write_json_atomic(out / "training_info.json", info, indent=1)
     (out / "README.md").write_text(README.format(
         params_m=params / 1e6, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
         n_positions=args.n_positions, vocab=len(tokenizer), tokens_m=info["tokens_seen"] / 1e6,

@@ -27,6 +27,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from rlhf.data.templates import ASSISTANT, HUMAN
+
 KINDS = ("arithmetic", "list", "sentence", "yesno", "harmful")
 
 # category -> (plural name, the category with its article, members). A member is
@@ -104,10 +106,9 @@ TEMPLATES = {
 
 # (test keys, train keys) per kind for seed-independent split sizes; list keys take all 3 templates.
 SPLIT_SIZES = {"arithmetic": (32, 110), "list": (8, 24), "sentence": (20, 48), "yesno": (26, 80), "harmful": (13, 30)}
-TEMPLATES_PER_KEY = {"arithmetic": 1, "list": 3, "sentence": 1, "yesno": 1, "harmful": 1}
+TEMPLATES_PER_KEY = {"arithmetic": 1, "list": 3, "sentence": 1, "yesno": 1, "harmful": 3}
 
 DECLINE = "Sorry, I can not help with that."
-HUMAN_PREFIX, ASSISTANT_SUFFIX = "\n\nHuman: ", "\n\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Instruction:
 
 def format_prompt(text: str) -> str:
     """The HH-RLHF default template: ``"\\n\\nHuman: {text}\\n\\nAssistant:"``."""
-    return f"{HUMAN_PREFIX}{text}{ASSISTANT_SUFFIX}"
+    return f"{HUMAN} {text}{ASSISTANT}"
 
 
 def stable_rng(*parts: object) -> random.Random:

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from rlhf.data import collate_prompts
+from rlhf.rl_math import select
 from rlhf.rollout.generation import SamplingParams, decode_responses, generate
 from rlhf.rollout.logprobs import response_logprobs
 
@@ -19,11 +20,12 @@ from rlhf.rollout.logprobs import response_logprobs
 @torch.no_grad()
 def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling: SamplingParams, reward=None,
                     gold_function: Callable | None = None, batch_size: int = 64, accelerator=None,
-                    seed: int = 1234, gold_values: list[float] | None = None) -> dict[str, float]:
+                    seed: int = 1234, samples: list[dict] | None = None) -> dict[str, float]:
     """Mean gold score, reward score, KL to ``reference`` and length over ``prompts`` (each
     process takes its share when ``accelerator`` spans several). Sampling is seeded so that two
     policies are compared on the same random stream; the caller's RNG state is restored.
-    ``gold_values``, if given, receives this process's gold score of every response in order."""
+    ``samples``, if given, receives one record per response of this process, in order:
+    ``{"prompt", "response", "ended"}`` and, where computed, ``"score"`` and ``"gold"``."""
     device = next(policy.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     rng_state = torch.random.get_rng_state()
@@ -44,15 +46,22 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
                                          rollout.prompt_length, sampling.temperature)
         prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
         response_texts = decode_responses(tokenizer, rollout)
-        sums = {"kl": ((logprobs - ref_logprobs) * mask).sum().item(), "length": mask.sum().item(),
+        sums = {"kl": select(logprobs - ref_logprobs, mask).sum().item(), "length": mask.sum().item(),
                 "ended_frac": rollout.ended.float().sum().item()}
+        records = [{"prompt": p, "response": r, "ended": e}
+                   for p, r, e in zip(prompt_texts, response_texts, rollout.ended.tolist())]
         if reward is not None:
-            sums["score"] = reward(rollout, prompt_texts, response_texts).sum().item()
+            scores = reward(rollout, prompt_texts, response_texts).float()
+            sums["score"] = scores.sum().item()
+            for record, score in zip(records, scores.tolist()):
+                record["score"] = score
         if gold_function is not None:
             golds = [float(g) for g in gold_function(prompt_texts, response_texts, rollout.ended.tolist())]
             sums["gold"] = sum(golds)
-            if gold_values is not None:
-                gold_values.extend(golds)
+            for record, gold in zip(records, golds):
+                record["gold"] = gold
+        if samples is not None:
+            samples.extend(records)
         for key, value in sums.items():
             totals[key] = totals.get(key, 0.0) + value
         count += len(response_texts)

@@ -1,13 +1,14 @@
-"""Human feedback, simulated: labelers who write demonstrations and rank responses with noise
-and a length bias, the data files they produce, and measures of their agreement."""
+"""Feedback: the seam through which preferences enter the pipeline.
 
-from rlhf.feedback.agreement import cohens_kappa, pairwise_agreement
-from rlhf.feedback.labelers import (
-    SimulatedLabeler, candidate_responses, generate_task_data, gold_labeler, labeler_pool, rankings_to_comparisons,
-    write_jsonl,
-)
+Any source of preferences is a ``Labeler`` (rank K responses to a prompt; ``compare`` two):
+the embedded task's simulated people and gold rubric today (rlhf.embedded.labelers), a human
+labeling app or an AI judge tomorrow. Around it: ranking a policy's own samples
+(``rank_policy_samples``) and the labelers' agreement (Cohen's kappa).
+"""
 
-__all__ = [
-    "SimulatedLabeler", "candidate_responses", "cohens_kappa", "generate_task_data", "gold_labeler",
-    "labeler_pool", "pairwise_agreement", "rankings_to_comparisons", "write_jsonl",
-]
+from rlhf.feedback.agreement import agreement_matrix, cohens_kappa, pairwise_agreement
+from rlhf.feedback.labeler import Labeler, compare, ranking_record
+from rlhf.feedback.policy_samples import rank_policy_samples
+
+__all__ = ["Labeler", "agreement_matrix", "cohens_kappa", "compare", "pairwise_agreement", "rank_policy_samples",
+           "ranking_record"]

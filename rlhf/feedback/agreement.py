@@ -10,8 +10,7 @@ import random
 from collections import Counter
 from typing import Sequence
 
-from rlhf.embedded.task import Instruction, format_prompt
-from rlhf.feedback.labelers import SimulatedLabeler, candidate_responses
+from rlhf.feedback.labeler import Labeler, compare
 
 # A comparison: (prompt, response a, response b).
 Comparison = tuple[str, str, str]
@@ -35,22 +34,12 @@ def cohens_kappa(labels_a: Sequence, labels_b: Sequence) -> float:
     return (p_o - p_e) / (1.0 - p_e)
 
 
-def sample_comparisons(instrs: Sequence[Instruction], n: int, rng: random.Random) -> list[Comparison]:
-    """``n`` comparisons of two candidate responses to instructions drawn from ``instrs``."""
-    comparisons = []
-    for _ in range(n):
-        instr = rng.choice(instrs)
-        a, b = candidate_responses(instr, 2, rng)
-        comparisons.append((format_prompt(instr.text), a, b))
-    return comparisons
-
-
-def preference_labels(labeler: SimulatedLabeler, comparisons: Sequence[Comparison], rng: random.Random) -> list[int]:
+def preference_labels(labeler: Labeler, comparisons: Sequence[Comparison], rng: random.Random) -> list[int]:
     """0 where the labeler prefers response a, 1 where it prefers b."""
-    return [0 if labeler.prefers_first(prompt, a, b, rng) else 1 for prompt, a, b in comparisons]
+    return [0 if compare(labeler, prompt, a, b, rng) else 1 for prompt, a, b in comparisons]
 
 
-def pairwise_agreement(labeler_a: SimulatedLabeler, labeler_b: SimulatedLabeler,
+def pairwise_agreement(labeler_a: Labeler, labeler_b: Labeler,
                        comparisons: Sequence[Comparison], seed: int = 0) -> dict[str, float]:
     """Raw agreement and Cohen's kappa of two labelers judging the same comparisons."""
     labels_a = preference_labels(labeler_a, comparisons, random.Random(f"{seed}-{labeler_a.name}-a"))
@@ -59,7 +48,7 @@ def pairwise_agreement(labeler_a: SimulatedLabeler, labeler_b: SimulatedLabeler,
     return {"agreement": agreement, "kappa": cohens_kappa(labels_a, labels_b), "n": float(len(comparisons))}
 
 
-def agreement_matrix(pool: Sequence[SimulatedLabeler], comparisons: Sequence[Comparison],
+def agreement_matrix(pool: Sequence[Labeler], comparisons: Sequence[Comparison],
                      seed: int = 0) -> dict[tuple[str, str], float]:
     """Cohen's kappa for every pair of labelers in ``pool``."""
     return {(a.name, b.name): pairwise_agreement(a, b, comparisons, seed)["kappa"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlhf.models.scalar_model import ScalarModel, position_ids_from_mask
+from rlhf.models.positions import position_ids_from_mask
+from rlhf.models.scalar_model import ScalarModel
 
 
 class PolicyAndValue(nn.Module):

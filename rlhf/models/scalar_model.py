@@ -18,14 +18,9 @@ import torch
 from torch import nn
 
 from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path, use_fused_gelu
+from rlhf.models.positions import position_ids_from_mask
 
 REWARD_STATS_FILE = "reward_stats.json"
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count only real tokens, so a left-padded row sees the same positions
-    as the same row right-padded."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

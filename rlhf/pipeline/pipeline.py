@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.base import ConfigError, config_from_dict, save_config
+from rlhf.pipeline.stages import run_stage
 
 STAGE_ORDER = ("sft", "rm", "ppo", "dpo")
 
@@ -113,19 +114,5 @@ def run(config: PipelineConfig) -> dict[str, dict]:
     save_config(config, config.output_dir, name="pipeline_config.yaml")
     results = {}
     for stage, stage_config in configs:
-        done = finished_summary(stage_config.output_dir) if config.resume else None
-        if done is not None:
-            print(f"\n=== rlhf pipeline: {stage} already finished in {stage_config.output_dir}, skipped")
-            results[stage] = done
-            continue
-        print(f"\n=== rlhf pipeline: {stage} -> {stage_config.output_dir}")
-        results[stage] = runners[stage](stage_config)
+        results[stage], _ = run_stage("rlhf pipeline", stage, runners[stage], stage_config, config.resume)
     return results
-
-
-def finished_summary(output_dir: str | Path) -> dict | None:
-    """A stage's summary if it ran to the end (the summary is written last, atomically)."""
-    path = Path(output_dir) / "summary.json"
-    if path.is_file() and (Path(output_dir) / "model").is_dir():
-        return json.loads(path.read_text(encoding="utf-8"))
-    return None

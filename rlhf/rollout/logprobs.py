@@ -1,4 +1,4 @@
-"""Per-token log-probabilities of given tokens under a causal LM.
+"""Per-token log-probabilities (and entropies) of given tokens: from logits, and under a causal LM.
 
 Only the positions that predict response tokens are projected onto the vocabulary
 (``logits_to_keep``): with a 50k vocabulary, logits over the prompt would be most of the
@@ -9,8 +9,28 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.losses import entropy_from_logits, token_logprobs
-from rlhf.models.scalar_model import position_ids_from_mask
+from rlhf.models.positions import position_ids_from_mask
+from rlhf.rl_math import select
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens[b, t] | logits[b, t]); the caller aligns the shift (logits[:, t] predicts token t+1).
+
+    log_softmax(z)_i = z_i - logsumexp(z): gathering first keeps only one (B, T) extra tensor instead
+    of a second (B, T, V) one. `tokens` must be valid ids (replace -100 before calling).
+    """
+    if logits.dim() != 3 or logits.shape[:2] != tokens.shape:
+        raise ValueError(
+            f"logits must be (B, T, V) and tokens (B, T); got {tuple(logits.shape)}, {tuple(tokens.shape)}"
+        )
+    token_logits = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return token_logits - torch.logsumexp(logits, dim=-1)  # (B, T)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, per position: (B, T, V) -> (B, T)."""
+    p = torch.softmax(logits, dim=-1)  # (B, T, V)
+    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)  # (B, T)
 
 
 def response_logits(model, query_responses: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
@@ -72,8 +92,9 @@ def _sequence_logprobs_full(model, input_ids, attention_mask, loss_mask, keep_la
         use_cache=False, logits_to_keep=keep,
     ).logits[:, :-1].float()  # (B, keep-1, V): predicts tokens T-keep+1 .. T-1
     targets = input_ids[:, T - keep + 1:]  # (B, keep-1)
-    mask = loss_mask[:, T - keep + 1:].to(logits.dtype)
-    return (token_logprobs(logits, targets) * mask).sum(-1)  # (B,)
+    mask = loss_mask[:, T - keep + 1:]  # (B, keep-1)
+    logprobs = token_logprobs(logits, targets)  # (B, keep-1)
+    return select(logprobs, mask).sum(-1)  # (B,)
 
 
 _UNPROJECTABLE = "_rlhf_logits_need_full_forward"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from rlhf.trainers.common import _fsync_tree
+from rlhf.atomic_io import fsync_dir, fsync_tree
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "checkpoint-"
@@ -173,11 +172,11 @@ class Checkpointer:
             files = {str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
                      for f in sorted(tmp.rglob("*")) if f.is_file()}
             _write_json(tmp / MANIFEST, {"step": step, "files": files})
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             if final.exists():  # a rerun of the same step: replace it
                 shutil.rmtree(final)
             tmp.rename(final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._prune()
         acc.wait_for_everyone()
         return final
@@ -207,11 +206,3 @@ class Checkpointer:
         restore_rng_state(load_file(str(path / f"rng_rank{rank}.safetensors")),
                           json.loads((path / f"rng_rank{rank}.json").read_text(encoding="utf-8")))
         return state
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

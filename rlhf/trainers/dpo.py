@@ -8,15 +8,15 @@ from __future__ import annotations
 import torch
 
 from rlhf.config.dpo import DPOConfig
-from rlhf.data import collate_pairs, load_comparisons, tokenize_comparisons
+from rlhf.data import collate_pairs
 from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
 from rlhf.models.loading import load_causal_lm, load_tokenizer
 from rlhf.models.policy_value import disable_dropout
 from rlhf.rollout.logprobs import sequence_logprobs
-from rlhf.trainers.common import (
-    finish_run, holdout_split, make_accelerator, prepare_output_dir, seed_everything, to_device,
-)
-from rlhf.trainers.loop import SupervisedRun
+from rlhf.trainers.datasets import load_train_eval_pairs, to_device
+from rlhf.trainers.saving import finish_run
+from rlhf.trainers.setup import make_accelerator, prepare_output_dir, seed_everything
+from rlhf.trainers.supervised import SupervisedRun
 
 CONFIG_CLASS = DPOConfig
 
@@ -67,9 +67,7 @@ def run(config: DPOConfig) -> dict:
     pad_id, length_normalize = tokenizer.pad_token_id, config.loss_type == "ipo"
 
     # 1. Data: comparisons -> token ids; optionally the reference's log-probs once, up front.
-    pairs = _load_pairs(config, tokenizer, config.train_file)
-    train_pairs, eval_pairs = ((pairs, _load_pairs(config, tokenizer, config.eval_file)) if config.eval_file
-                               else holdout_split(pairs, config.eval_fraction, config.seed))
+    train_pairs, eval_pairs = load_train_eval_pairs(config, tokenizer)
     if config.precompute_ref_log_probs:
         for subset in (train_pairs, eval_pairs):
             precompute_reference_logprobs(reference, subset, pad_id, config.per_device_train_batch_size,
@@ -111,9 +109,3 @@ def run(config: DPOConfig) -> dict:
         run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
     return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "dpo")
-
-
-def _load_pairs(config: DPOConfig, tokenizer, path: str) -> list[dict]:
-    pairs = load_comparisons(path, tokenizer=tokenizer, skip_bad_records=config.skip_bad_records)
-    return tokenize_comparisons(pairs, tokenizer, max_length=config.max_length, truncation=config.truncation,
-                                skip_bad_records=config.skip_bad_records)

@@ -14,10 +14,10 @@ from rlhf.config.sft import SFTConfig
 from rlhf.data import collate_sft, load_demonstrations, tokenize_demonstrations
 from rlhf.losses import sft_loss
 from rlhf.models.loading import load_model_and_tokenizer
-from rlhf.trainers.common import (
-    finish_run, holdout_split, make_accelerator, prepare_output_dir, seed_everything, to_device,
-)
-from rlhf.trainers.loop import SupervisedRun
+from rlhf.trainers.datasets import holdout_split, to_device
+from rlhf.trainers.saving import finish_run
+from rlhf.trainers.setup import make_accelerator, prepare_output_dir, seed_everything
+from rlhf.trainers.supervised import SupervisedRun
 
 CONFIG_CLASS = SFTConfig
 

@@ -1,8 +1,9 @@
-"""The reward role of PPO: a frozen reward model, a Python function, or an ensemble of models.
+"""The reward role of PPO: a frozen reward model, an ensemble of them, or a Python function.
 
 Each is called on a rollout (token ids plus the decoded texts) and returns one score per
 response (B,). A reward model sharing the policy's tokenizer scores the token ids as they
-were sampled; one with another tokenizer scores the re-tokenised text.
+were sampled; one with another tokenizer scores the text re-tokenised with its own tokenizer.
+An ensemble's members are combined by one of ``rlhf.rewards.ensemble.AGGREGATIONS``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from rlhf.data import pad_sequences
 from rlhf.models.loading import load_tokenizer
 from rlhf.models.scalar_model import ScalarModel, load_reward_stats
+from rlhf.rewards.ensemble import AGGREGATIONS, aggregate_rewards
 from rlhf.rollout.generation import Rollout
 
 
@@ -63,9 +65,16 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
 
 
 class RewardModelScorer:
-    """One frozen reward model (or several, averaged: an ensemble is harder to exploit)."""
+    """One frozen reward model, or an ensemble of several whose scores are aggregated:
+    ``mean``, ``min`` (worst case) or ``mean_minus_std`` (mean - uncertainty_coef * std over members)."""
 
-    def __init__(self, paths: Sequence[str], policy_tokenizer, device, trust_remote_code: bool = False):
+    def __init__(self, paths: Sequence[str], policy_tokenizer, device, trust_remote_code: bool = False,
+                 aggregation: str = "mean", uncertainty_coef: float = 0.0):
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown reward aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+        if uncertainty_coef < 0:
+            raise ValueError(f"the uncertainty coefficient must be >= 0, got {uncertainty_coef}")
+        self.aggregation, self.uncertainty_coef = aggregation, uncertainty_coef
         self.members = []
         for path in paths:
             model, tokenizer, stats = load_reward_model(path, trust_remote_code)
@@ -74,15 +83,20 @@ class RewardModelScorer:
         self.stats = self.members[0][2] if len(self.members) == 1 else None
 
     @torch.no_grad()
-    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def member_scores(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Each member's score of each response: (M, B)."""
         scores = []
         for model, tokenizer, _, same_vocab in self.members:
             if same_vocab:  # score exactly the sampled tokens, read at the last real one
                 scores.append(model(rollout.query_responses, rollout.attention_mask))
-            else:
+            else:  # the policy's ids mean nothing to this model: re-tokenise the text with its tokenizer
                 scores.append(score_responses(model, tokenizer, prompts, responses,
                                               ended=rollout.ended.tolist()).to(rollout.query_responses.device))
-        return torch.stack(scores).mean(0)  # (B,)
+        return torch.stack(scores)  # (M, B)
+
+    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        return aggregate_rewards(self.member_scores(rollout, prompts, responses), self.aggregation,
+                                 self.uncertainty_coef)  # (B,)
 
 
 class FunctionScorer:

@@ -1,0 +1,28 @@
+"""Running one stage of a multi-stage run (``rlhf pipeline``, ``rlhf demo``): with ``resume`` a
+stage that already finished is skipped and its summary returned, so a killed run picks up at
+the stage it was in (which itself resumes from its newest intact checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+
+def finished_summary(output_dir: str | Path) -> dict | None:
+    """A stage's summary if it ran to the end (the summary is written last, atomically)."""
+    path = Path(output_dir) / "summary.json"
+    if path.is_file() and (Path(output_dir) / "model").is_dir():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def run_stage(label: str, name: str, runner: Callable[[Any], dict], stage_config: Any, resume: bool) -> tuple[dict, bool]:
+    """``runner(stage_config)``, or its saved summary when ``resume`` and it already finished.
+    Returns (summary, whether it ran now)."""
+    done = finished_summary(stage_config.output_dir) if resume else None
+    if done is not None:
+        print(f"\n=== {label}: {name} already finished in {stage_config.output_dir}, skipped", flush=True)
+        return done, False
+    print(f"\n=== {label}: {name} -> {stage_config.output_dir}", flush=True)
+    return runner(stage_config), True

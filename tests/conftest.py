@@ -14,20 +14,25 @@ WORDS = ("the a cat dog apple pear red blue yes no sorry can not help what is pl
          "list write about good bad").split()
 
 
-def build_test_tokenizer():
+def train_byte_bpe(texts, special_tokens=("<|endoftext|>", "<|pad|>"), vocab_size=300):
+    """A byte-level BPE trained on ``texts``, with end-of-text as eos/bos and <|pad|> as padding."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    rng = random.Random(0)
-    texts = ["\n\nHuman: what is one plus two?\n\nAssistant: three"] * 5
-    texts += [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(300)]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
                                    pad_token="<|pad|>")
+
+
+def build_test_tokenizer():
+    rng = random.Random(0)
+    texts = ["\n\nHuman: what is one plus two?\n\nAssistant: three"] * 5
+    texts += [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(300)]
+    return train_byte_bpe(texts)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from conftest import train_byte_bpe
 from rlhf.data import pad_sequences
 from rlhf.models.loading import load_tokenizer
 from rlhf.models.scalar_model import ScalarModel
@@ -78,19 +79,10 @@ def save_tiny_reward_model(tokenizer, path, seed):
 
 def build_other_tokenizer():
     """A BPE of the same size as the test tokenizer but trained on other text: other ids for the same words."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     rng = random.Random(1)
     words = "human assistant what is plus one two three yes no good bad sorry the cat".split()
     texts = [" ".join(rng.choice(words)[::-1] for _ in range(10)) for _ in range(300)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|pad|>", "<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   pad_token="<|pad|>")
+    return train_byte_bpe(texts, special_tokens=("<|pad|>", "<|endoftext|>"))
 
 
 PROMPTS = ["\n\nHuman: what is one plus two?\n\nAssistant:", "\n\nHuman: is the cat red?\n\nAssistant:",

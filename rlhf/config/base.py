@@ -120,6 +120,20 @@ class TrainingConfig:
             raise ConfigError("set max_steps > 0 or num_train_epochs > 0")
 
 
+def parse_name_values(text: str, option: str, form: str = "name=value") -> dict[str, float]:
+    """``"a=0.5, b=1"`` -> ``{"a": 0.5, "b": 1.0}``; a ConfigError naming ``option`` on a bad item."""
+    values = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"{option}: expected {form}, got {item!r}")
+    return values
+
+
 def load_yaml_config(path: str | Path, config_cls: type) -> dict[str, Any]:
     """Read a YAML mapping of option -> value, rejecting keys the stage does not know."""
     path = Path(path)

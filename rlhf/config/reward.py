@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf.config.base import ConfigError, TrainingConfig
+from rlhf.config.base import ConfigError, TrainingConfig, parse_name_values
 
 
 @dataclass
@@ -55,13 +55,4 @@ class RewardConfig(TrainingConfig):
         self.parsed_labeler_weights()
 
     def parsed_labeler_weights(self) -> dict[str, float]:
-        weights = {}
-        for item in filter(None, (s.strip() for s in self.labeler_weights.split(","))):
-            name, sep, value = item.partition("=")
-            try:
-                weights[name.strip()] = float(value)
-            except ValueError:
-                sep = ""
-            if not sep or not name.strip():
-                raise ConfigError(f"labeler_weights: expected name=weight, got {item!r}")
-        return weights
+        return parse_name_values(self.labeler_weights, "labeler_weights", "name=weight")

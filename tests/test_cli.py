@@ -110,6 +110,16 @@ def test_demo_rejects_an_unknown_habit(tmp_path):
     assert "demonstration_habits: 'sings=0.5' is not a known habit" in result.stderr
 
 
+def test_demo_rejects_step_counts_it_cannot_run():
+    from rlhf.config.base import ConfigError, config_from_dict
+    from rlhf.pipeline.demo import DemoConfig
+
+    with pytest.raises(ConfigError, match="sft_steps must be at least 1, got 0"):
+        config_from_dict(DemoConfig, {"sft_steps": 0})
+    with pytest.raises(ConfigError, match="best_of_n must be 0 or more, got -1"):
+        config_from_dict(DemoConfig, {"best_of_n": -1})
+
+
 def test_demo_rejects_an_unknown_demonstration_kind(tmp_path):
     result = rlhf("demo", "--output_dir", tmp_path / "demo", "--demonstration_kinds", "arithmetic,poems", cwd=tmp_path)
     assert result.returncode != 0

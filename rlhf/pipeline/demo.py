@@ -104,6 +104,13 @@ class DemoConfig:
         self.habit_rates()
         if not 0 <= self.policy_samples_per_ranking <= self.ranking_k:
             raise ConfigError("policy_samples_per_ranking must be between 0 and ranking_k")
+        for name in ("num_demonstrations", "num_rankings", "sft_steps", "rm_steps", "ppo_steps", "dpo_steps",
+                     "eval_samples_per_prompt"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("ppo_no_kl_steps", "best_of_n", "eval_prompts"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
 
     def demonstration_kind_list(self) -> list[str]:
         return [k.strip() for k in self.demonstration_kinds.split(",") if k.strip()]

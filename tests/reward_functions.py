@@ -12,3 +12,9 @@ def target_char_rate(prompts, responses, ended):
 def nan_reward(prompts, responses, ended):
     """A broken reward, to check that a non-finite loss stops the run with a clear message."""
     return [float("nan")] * len(responses)
+
+
+def huge_reward(prompts, responses, ended):
+    """Finite but near float32's limit: accepted as a reward, it overflows PPO's value loss to
+    inf/NaN, to check that a non-finite loss stops the run with a clear message."""
+    return [3e38] * len(responses)

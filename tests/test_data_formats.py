@@ -90,7 +90,7 @@ def test_field_mapping_and_user_turn_wrapping(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"question": "1+1?", "answer": "2\n#### 2"}])
     raw = load_demonstrations(path, prompt_field="question", completion_field="answer")[0]
     assert (raw.prompt, raw.completion) == ("1+1?", "2\n#### 2")
-    chat = load_demonstrations(path, prompt_field="question", completion_field="answer", as_user_turn=True)[0]
+    chat = load_demonstrations(path, prompt_field="question", completion_field="answer", apply_chat_template=True)[0]
     assert (chat.prompt, chat.completion) == ("\n\nHuman: 1+1?\n\nAssistant:", " 2\n#### 2")
 
 
@@ -195,7 +195,7 @@ def test_real_hh_rlhf_harmless_test_loads_all_pairs():
 def test_real_gsm8k_demonstrations_and_prompts():
     train = load_demonstrations(GSM8K / "train.jsonl", prompt_field="question", completion_field="answer")
     test = load_demonstrations(GSM8K / "test.jsonl", prompt_field="question", completion_field="answer",
-                               as_user_turn=True)
+                               apply_chat_template=True)
     assert (len(train), len(test)) == (7473, 1319)
     assert train[0].prompt.startswith("Natalia sold clips") and train[0].completion.endswith("#### 72")
     assert test[0].prompt.startswith("\n\nHuman: Janet") and test[0].prompt.endswith("\n\nAssistant:")

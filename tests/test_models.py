@@ -77,7 +77,7 @@ def test_score_responses_batched_equals_one_by_one(tiny_model_dir):
     from rlhf.rewards.scorers import score_responses
 
     tokenizer = load_tokenizer(tiny_model_dir)
-    model = ScalarModel.from_pretrained(tiny_model_dir, tokenizer).eval()
+    model = ScalarModel.from_pretrained(tiny_model_dir, tokenizer, allow_new_head=True).eval()
     prompts = ["\n\nHuman: what is one plus two?\n\nAssistant:", "\n\nHuman: a cat?\n\nAssistant:"]
     responses = [" three", " yes the cat is a good cat"]
     batched = score_responses(model, tokenizer, prompts, responses, batch_size=2, ended=[True, False])
@@ -99,7 +99,7 @@ def test_loaded_models_use_the_fused_tanh_gelu_with_the_same_outputs(tiny_model_
     plain_lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     ours_lm = load_causal_lm(tiny_model_dir, tokenizer).eval()
     plain_rm = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).eval()
-    ours_rm = ScalarModel.from_pretrained(tiny_model_dir, tokenizer).eval()
+    ours_rm = ScalarModel.from_pretrained(tiny_model_dir, tokenizer, allow_new_head=True).eval()
     ours_rm.head.load_state_dict(plain_rm.score.state_dict())  # the fresh heads start at random
     for plain, ours in ((plain_lm, ours_lm), (plain_rm, ours_rm)):
         assert any(isinstance(m, NewGELUActivation) for m in plain.modules())  # GPT-2's config says gelu_new

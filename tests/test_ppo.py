@@ -121,7 +121,7 @@ def test_rm_stats_normalises_with_the_reward_models_saved_statistics(tiny_model_
     rm_dir = tmp_path / "rm"
     tokenizer = load_tokenizer(str(tiny_model_dir))
     torch.manual_seed(0)
-    ScalarModel.from_pretrained(str(tiny_model_dir), tokenizer).save_pretrained(rm_dir)
+    ScalarModel.from_pretrained(str(tiny_model_dir), tokenizer, allow_new_head=True).save_pretrained(rm_dir)
     tokenizer.save_pretrained(rm_dir)
     (rm_dir / REWARD_STATS_FILE).write_text(json.dumps({"mean": 0.3, "std": 0.5, "count": 10}))
     _, rows = run_ppo(tiny_model_dir, toy_data, tmp_path / "run", "--reward_model_path", rm_dir,

@@ -72,7 +72,7 @@ def save_tiny_reward_model(tokenizer, path, seed):
     build_tiny_model_for_tokenizer(tokenizer, n_layer=1, n_embd=16, n_head=2, seed=seed).save_pretrained(lm_path)
     tokenizer.save_pretrained(lm_path)
     torch.manual_seed(seed)  # the new score head
-    ScalarModel.from_pretrained(lm_path, tokenizer).save_pretrained(path)
+    ScalarModel.from_pretrained(lm_path, tokenizer, allow_new_head=True).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

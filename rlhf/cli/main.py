@@ -2,12 +2,15 @@
 
 ``rlhf <stage> --help`` lists every option of that stage with its default;
 ``rlhf <stage> --config run.yaml --learning_rate 1e-5`` loads a YAML file and overrides it.
+A mistake a user can fix (``rlhf.errors.UserError``) is printed as one line saying what to do;
+a traceback means a bug (or ``--debug``).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -27,7 +30,8 @@ def _usage() -> str:
     width = max(len(name) for name in STAGES)
     for name, (_, description) in STAGES.items():
         lines.append(f"  {name.ljust(width)}  {description}")
-    lines += ["", "`rlhf <stage> --help` lists every option of a stage and its default."]
+    lines += ["", "`rlhf <stage> --help` lists every option of a stage and its default.",
+              "--debug (anywhere on the line) shows the full traceback of an error instead of one line."]
     return "\n".join(lines)
 
 
@@ -49,27 +53,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"rlhf: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    debug = "--debug" in rest
+    rest = [arg for arg in rest if arg != "--debug"]
+    try:
+        return _run_stage(stage, rest)
+    except KeyboardInterrupt as stop:  # Ctrl-C while loading, or a second one while training
+        if debug:
+            raise
+        message = str(stop) or "interrupted by Ctrl-C; nothing was saved since the last checkpoint (if any)"
+        print(f"rlhf {stage}: {message}", file=sys.stderr)
+        return 128 + getattr(stop, "signum", signal.SIGINT)  # the shell's convention for "ended by this signal"
+    except Exception as err:  # noqa: BLE001 - sorted below: a user's mistake is one line, a bug a traceback
+        from rlhf.errors import UserError
+
+        if debug or not isinstance(err, (UserError, FileNotFoundError)):
+            raise
+        print(f"rlhf {stage}: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        _close_process_group()
+
+
+def _run_stage(stage: str, argv: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars drown our own progress bar
     module = importlib.import_module(STAGES[stage][0])
-    from rlhf.config.base import ConfigError, parse_config
-    from rlhf.data.errors import DataError
-    from rlhf.trainers.optim import NonFiniteError
+    from rlhf.config.base import parse_config
     from rlhf.trainers.signals import TrainingInterrupted
 
     try:
-        config = parse_config(module.CONFIG_CLASS, rest, prog=f"rlhf {stage}", description=STAGES[stage][1],
+        config = parse_config(module.CONFIG_CLASS, argv, prog=f"rlhf {stage}", description=STAGES[stage][1],
                               defaults=_default_model(module.CONFIG_CLASS))
         module.run(config)
     except TrainingInterrupted as stop:
         print(f"rlhf {stage}: {stop}", file=sys.stderr)
         return 128 + stop.signum  # the shell's convention for "ended by this signal"
-    except (ConfigError, DataError, FileNotFoundError, NonFiniteError) as err:
-        print(f"rlhf {stage}: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        _close_process_group()
     return 0
 
 
@@ -83,6 +102,8 @@ def _default_model(config_cls) -> dict[str, str]:
 
 
 def _close_process_group() -> None:
+    if "torch.distributed" not in sys.modules:  # interrupted before torch was imported
+        return
     # Left open, gloo's worker threads are torn down by the interpreter's exit and a rank can die
     # with "terminate called without an active exception" (SIGABRT) after its work is done.
     import torch.distributed as dist

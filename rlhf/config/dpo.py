@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config.base import ConfigError, TrainingConfig
+from rlhf.config.data_fields import (APPLY_CHAT_TEMPLATE_HELP, CHOSEN_FIELD_HELP, PROMPT_FIELD_HELP,
+                                    REJECTED_FIELD_HELP, validate_field_names)
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -13,6 +15,7 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 class DPOConfig(TrainingConfig):
     """Optimise the policy directly on comparisons against a frozen reference (Rafailov et al. 2023)."""
 
+    output_dir: str = field(default="runs/dpo", metadata={"help": "Where this stage writes its model, metrics and checkpoints."})
     model_name_or_path: str = field(default="", metadata={"help": "The starting policy: normally the SFT checkpoint."})
     ref_model_path: str = field(default="", metadata={"help": "Frozen reference; empty: the starting policy."})
     train_file: str = field(default="", metadata={"help": "Comparisons or rankings, in any format `rlhf rm` reads."})
@@ -38,6 +41,10 @@ class DPOConfig(TrainingConfig):
     )
     learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate of AdamW."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0."})
+    prompt_field: str = field(default="prompt", metadata={"help": PROMPT_FIELD_HELP})
+    chosen_field: str = field(default="chosen", metadata={"help": CHOSEN_FIELD_HELP})
+    rejected_field: str = field(default="rejected", metadata={"help": REJECTED_FIELD_HELP})
+    apply_chat_template: bool = field(default=False, metadata={"help": APPLY_CHAT_TEMPLATE_HELP})
 
     def validate(self) -> None:
         super().validate()
@@ -53,3 +60,4 @@ class DPOConfig(TrainingConfig):
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
+        validate_field_names(self, ("prompt_field", "chosen_field", "rejected_field"))

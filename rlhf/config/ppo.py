@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config.base import ConfigError, TrainingConfig
+from rlhf.config.data_fields import (APPLY_CHAT_TEMPLATE_HELP, PROMPT_FIELD_HELP, PROMPT_TRUNCATION_HELP,
+                                    PROMPT_TRUNCATION_MODES, validate_field_names)
 
 
 @dataclass
@@ -14,6 +16,7 @@ class PPOConfig(TrainingConfig):
     One step = one rollout of ``rollout_batch_size`` prompts per process, then ``ppo_epochs``
     passes over it in minibatches of ``per_device_train_batch_size``."""
 
+    output_dir: str = field(default="runs/ppo", metadata={"help": "Where this stage writes its model, metrics and checkpoints."})
     model_name_or_path: str = field(default="", metadata={"help": "The starting policy: normally the SFT checkpoint."})
     ref_model_path: str = field(default="", metadata={"help": "Frozen reference for the KL penalty; empty: the starting policy."})
     reward_model_path: str = field(
@@ -34,8 +37,11 @@ class PPOConfig(TrainingConfig):
     )
     reward_function: str = field(
         default="",
-        metadata={"help": "Instead of a reward model: a Python function module:name called as f(prompts, responses, "
-                  "ended) -> list of floats (programmatic or execution-based rewards)."},
+        metadata={"help": "Instead of a reward model: a Python function, module:name (a module on the Python path or "
+                  "in the current folder) or path/to/file.py:name, called as f(prompts, responses, ended, **fields) -> "
+                  "one finite number per response. prompts are as written in prompts_file; fields are the records' "
+                  "other fields (e.g. GSM8K's answer), each a list over the batch, passed if the function names them "
+                  "or takes **kwargs (as in TRL). It is called on two prompts before any model loads."},
     )
     value_model: str = field(
         default="separate",
@@ -43,7 +49,13 @@ class PPOConfig(TrainingConfig):
     )
     value_model_path: str = field(
         default="",
-        metadata={"help": "Where the separate value model starts; empty: the reward model (else the policy)."},
+        metadata={"help": "Where the separate value model starts: a reward or value model (with a trained scalar "
+                  "head). Empty: the (first) reward model; with reward_function, the policy with a fresh value head."},
+    )
+    allow_new_value_head: bool = field(
+        default=False,
+        metadata={"help": "Accept a value_model_path without a trained scalar head (e.g. the SFT model) and start "
+                  "its value head at random; without it such a path is refused, as it usually names the wrong model."},
     )
     # LoRA (peft), TRL's option names
     use_peft: bool = field(
@@ -112,11 +124,19 @@ class PPOConfig(TrainingConfig):
     # Reporting
     gold_reward_function: str = field(
         default="",
-        metadata={"help": "Optional module:name of a gold reward f(prompts, responses, ended) logged as gold/score "
-                  "(never used for training); the embedded task's is rlhf.embedded.gold:gold_rewards."},
+        metadata={"help": "Optional gold reward, module:name or path/to/file.py:name, logged as gold/score (never used "
+                  "for training): f(prompts, responses, ended, **fields) as reward_function, with prompts as the "
+                  "policy saw them (decoded); the embedded task's is rlhf.embedded.gold:gold_rewards."},
     )
-    sample_every: int = field(default=10, metadata={"help": "Log a few sample responses every this many steps (0: never)."})
+    sample_every: int = field(
+        default=10,
+        metadata={"help": "Log a few sample responses every this many steps (0: never): to TensorBoard, and one JSON "
+                  "line each {step, prompt, response, score[, gold_score]} in output_dir/samples.jsonl."},
+    )
     num_samples_to_log: int = field(default=3, metadata={"help": "How many sample responses each time."})
+    prompt_field: str = field(default="prompt", metadata={"help": PROMPT_FIELD_HELP})
+    apply_chat_template: bool = field(default=False, metadata={"help": APPLY_CHAT_TEMPLATE_HELP})
+    prompt_truncation: str = field(default="keep_head", metadata={"help": PROMPT_TRUNCATION_HELP})
 
     def validate(self) -> None:
         super().validate()
@@ -153,6 +173,10 @@ class PPOConfig(TrainingConfig):
             raise ConfigError("temperature must be > 0 (log-probs are taken at the sampling temperature)")
         if self.max_steps <= 0:
             raise ConfigError("ppo counts its length in PPO steps: set max_steps > 0")
+        validate_field_names(self, ("prompt_field",))
+        if self.prompt_truncation not in PROMPT_TRUNCATION_MODES:
+            raise ConfigError(f"prompt_truncation must be one of {', '.join(PROMPT_TRUNCATION_MODES)}, "
+                              f"got {self.prompt_truncation!r}")
 
     @property
     def num_minibatches(self) -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config.base import ConfigError, TrainingConfig
+from rlhf.config.data_fields import (APPLY_CHAT_TEMPLATE_HELP, COMPLETION_FIELD_HELP, PROMPT_FIELD_HELP,
+                                    validate_field_names)
 
 
 @dataclass
 class SFTConfig(TrainingConfig):
     """Fine-tune a causal LM with next-token loss on the response tokens of (prompt, completion) pairs."""
 
+    output_dir: str = field(default="runs/sft", metadata={"help": "Where this stage writes its model, metrics and checkpoints."})
     train_file: str = field(
         default="",
         metadata={"help": "Demonstrations: JSONL/JSON of {prompt, completion} or {messages}, or a saved datasets folder."},
@@ -29,6 +32,9 @@ class SFTConfig(TrainingConfig):
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warm-up: linear, cosine or constant."})
+    prompt_field: str = field(default="prompt", metadata={"help": PROMPT_FIELD_HELP})
+    completion_field: str = field(default="completion", metadata={"help": COMPLETION_FIELD_HELP})
+    apply_chat_template: bool = field(default=False, metadata={"help": APPLY_CHAT_TEMPLATE_HELP})
 
     def validate(self) -> None:
         super().validate()
@@ -36,3 +42,4 @@ class SFTConfig(TrainingConfig):
             raise ConfigError("sft needs --train_file (demonstrations in JSONL/JSON or a saved datasets folder)")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        validate_field_names(self, ("prompt_field", "completion_field"))

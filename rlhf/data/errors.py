@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rlhf.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """A malformed data record. ``line`` is 1-based (for a JSON array or a saved dataset, the
     record's 1-based position); ``field`` is the offending key, or None for the record as a whole."""
 

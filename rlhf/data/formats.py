@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from rlhf.data.errors import DataError
 from rlhf.data.records import Source, read_records
-from rlhf.data.templates import (common_message_prefix, render_prompt, response_text, split_hh_dialogue,
-                                 validate_messages)
+from rlhf.data.templates import (HH, TEXT, common_message_prefix, hh_to_messages, render_prompt, rendered_format,
+                                 response_text, split_hh_dialogue, text_format, validate_messages)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Demonstration:
     completion: str
     source: Source = IN_MEMORY
     labeler: str | None = None
+    format: str = TEXT  # how the text was made: templates.TEXT, HH, CHAT_TEMPLATE or DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Comparison:
     margin: float | None = None
     labeler: str | None = None
     source: Source = IN_MEMORY
+    format: str = TEXT
 
 
 @dataclass(frozen=True)
@@ -70,23 +72,35 @@ class Ranking:
     ranking: list[int]
     labeler: str | None = None
     source: Source = IN_MEMORY
+    format: str = TEXT
 
 
 @dataclass(frozen=True)
 class PromptRecord:
-    """A prompt alone, for PPO rollouts and evaluation."""
+    """A prompt alone, for PPO rollouts and evaluation.
+
+    ``raw`` is the prompt as the file wrote it (a string or a message list; for a prompt taken
+    from a comparison or ``{"messages"}`` record, the rendered text) and ``fields`` the record's
+    other fields (e.g. GSM8K's "answer"): reward functions get both, as in TRL."""
 
     prompt: str
     source: Source = IN_MEMORY
+    format: str = TEXT
+    raw: Any = dataclass_field(default=None, compare=False)
+    fields: dict = dataclass_field(default_factory=dict, compare=False)
 
 
 class RecordList(list):
     """A list of loaded records that also remembers the bad records skipped on the way
-    (``skipped``, each a :class:`DataError`), so callers can log or assert on them."""
+    (``skipped``, each a :class:`DataError`), so callers can log or assert on them; after
+    tokenization also how many examples were ``truncated`` to fit and how many prompts were
+    ``skipped_too_long`` (``prompt_truncation="skip"``)."""
 
     def __init__(self, items: Iterable = (), skipped: list[DataError] | None = None):
         super().__init__(items)
         self.skipped: list[DataError] = skipped if skipped is not None else []
+        self.truncated = 0
+        self.skipped_too_long = 0
 
 
 # --- field helpers -----------------------------------------------------------------------------
@@ -127,9 +141,22 @@ def _optional_margin(raw: dict, source: Source) -> float | None:
     return float(margin)
 
 
-def _prompt_text(value: Any, field: str, source: Source, tokenizer, as_user_turn: bool) -> tuple[str, bool]:
-    """Return ``(prompt, rendered)``: a string is used as is (or wrapped as one user turn when
-    ``as_user_turn``); a message list is rendered with the generation prompt."""
+class _Prompt(NamedTuple):
+    """A parsed prompt: its text, its format, and ``from_hh`` when an HH-RLHF dialogue string was
+    re-rendered with a template (its replies then drop HH's leading space)."""
+
+    text: str
+    format: str
+    from_hh: bool = False
+
+    @property
+    def rendered(self) -> bool:
+        return self.format not in (TEXT, HH)
+
+
+def _prompt_text(value: Any, field: str, source: Source, tokenizer, apply_chat_template: bool) -> _Prompt:
+    """A message list is rendered with the generation prompt. A string is used as is, or with
+    ``apply_chat_template`` rendered too: an HH dialogue as its turns, other text as one user message."""
     if isinstance(value, list):
         messages = validate_messages(value, source, field)
         if messages[-1]["role"] == "assistant":
@@ -137,14 +164,16 @@ def _prompt_text(value: Any, field: str, source: Source, tokenizer, as_user_turn
                                         "with a user (or system) message")
         for i, message in enumerate(messages):
             _text(message["content"], f"{field}[{i}].content", source)
-        return render_prompt(messages, tokenizer), True
+        return _Prompt(render_prompt(messages, tokenizer), rendered_format(tokenizer))
     text = _text(value, field, source)
-    if as_user_turn:
-        return render_prompt([{"role": "user", "content": text}], tokenizer), True
-    return text, False
+    if not apply_chat_template:
+        return _Prompt(text, text_format(text))
+    turns = hh_to_messages(text)
+    messages = turns or [{"role": "user", "content": text}]
+    return _Prompt(render_prompt(messages, tokenizer), rendered_format(tokenizer), turns is not None)
 
 
-def _reply(value: Any, field: str, source: Source, tokenizer, rendered: bool) -> str:
+def _reply(value: Any, field: str, source: Source, tokenizer, prompt: _Prompt) -> str:
     """A reply given as a string or as ``[{"role": "assistant", "content": ...}]``."""
     if isinstance(value, list):
         messages = validate_messages(value, source, field)
@@ -153,7 +182,19 @@ def _reply(value: Any, field: str, source: Source, tokenizer, rendered: bool) ->
         value = messages[0]["content"]
         field = f"{field}[0].content"
     content = _text(value, field, source)
-    return response_text(content, tokenizer) if rendered else content
+    return _rendered_reply(content, tokenizer, prompt)
+
+
+def _rendered_reply(content: str, tokenizer, prompt: _Prompt) -> str:
+    if not prompt.rendered:
+        return content
+    if prompt.from_hh and content.startswith(" "):
+        content = content[1:]
+    return response_text(content, tokenizer)
+
+
+def _other_fields(raw: dict, used: Iterable[str]) -> dict:
+    return {k: v for k, v in raw.items() if k not in set(used)}
 
 
 def _type_name(value: Any) -> str:
@@ -164,7 +205,7 @@ def _type_name(value: Any) -> str:
 # --- parsers: one raw record -> normalized records ---------------------------------------------
 
 def parse_demonstration(raw: dict, source: Source, tokenizer=None, prompt_field: str = "prompt",
-                        completion_field: str = "completion", as_user_turn: bool = False) -> Demonstration:
+                        completion_field: str = "completion", apply_chat_template: bool = False) -> Demonstration:
     """``{"prompt", "completion"}`` (strings, or TRL's conversational lists), or ``{"messages"}``
     whose last message is the assistant's reply."""
     labeler = _optional_labeler(raw, source)
@@ -174,54 +215,73 @@ def parse_demonstration(raw: dict, source: Source, tokenizer=None, prompt_field:
             raise _error(source, "messages", "the last message must be the assistant's (it is the completion)")
         if len(messages) < 2:
             raise _error(source, "messages", "needs at least one message before the assistant's reply")
-        prompt, rendered = _prompt_text(messages[:-1], "messages", source, tokenizer, False)
-        completion = _reply(messages[-1:], "messages", source, tokenizer, rendered)
-        return Demonstration(prompt, completion, source, labeler)
-    prompt, rendered = _prompt_text(_require(raw, prompt_field, source), prompt_field, source, tokenizer,
-                                    as_user_turn)
-    completion = _reply(_require(raw, completion_field, source), completion_field, source, tokenizer, rendered)
-    return Demonstration(prompt, completion, source, labeler)
+        prompt = _prompt_text(messages[:-1], "messages", source, tokenizer, False)
+        completion = _reply(messages[-1:], "messages", source, tokenizer, prompt)
+        return Demonstration(prompt.text, completion, source, labeler, prompt.format)
+    prompt = _prompt_text(_require(raw, prompt_field, source), prompt_field, source, tokenizer, apply_chat_template)
+    completion = _reply(_require(raw, completion_field, source), completion_field, source, tokenizer, prompt)
+    return Demonstration(prompt.text, completion, source, labeler, prompt.format)
 
 
-def parse_comparison(raw: dict, source: Source, tokenizer=None, as_user_turn: bool = False) -> Comparison:
+def parse_comparison(raw: dict, source: Source, tokenizer=None, apply_chat_template: bool = False,
+                     prompt_field: str = "prompt", chosen_field: str = "chosen",
+                     rejected_field: str = "rejected") -> Comparison:
     """``{"prompt", "chosen", "rejected"}`` (+ "margin", "labeler"); ``{"chosen", "rejected"}`` as
-    HH-RLHF dialogue strings; or either layout with message lists instead of strings."""
+    HH-RLHF dialogue strings; or either layout with message lists instead of strings. The three
+    field names can be mapped (e.g. ``chosen_field="response_j"``); errors name the mapped field."""
     margin, labeler = _optional_margin(raw, source), _optional_labeler(raw, source)
-    chosen_value, rejected_value = _require(raw, "chosen", source), _require(raw, "rejected", source)
-    prompt_value = raw.get("prompt")
+    fields = (chosen_field, rejected_field)
+    chosen_value, rejected_value = _require(raw, chosen_field, source), _require(raw, rejected_field, source)
+    prompt_value = raw.get(prompt_field)
     if isinstance(chosen_value, list) or isinstance(rejected_value, list) or isinstance(prompt_value, list):
-        prefix = validate_messages(prompt_value, source, "prompt") if prompt_value is not None else []
-        chosen_messages = prefix + validate_messages(chosen_value, source, "chosen")
-        rejected_messages = prefix + validate_messages(rejected_value, source, "rejected")
-        shared, chosen_message, rejected_message = common_message_prefix(chosen_messages, rejected_messages, source)
-        prompt, _ = _prompt_text(shared, "prompt" if prompt_value is not None else "chosen", source, tokenizer, False)
-        chosen = _reply([chosen_message], "chosen", source, tokenizer, True)
-        rejected = _reply([rejected_message], "rejected", source, tokenizer, True)
+        prefix = validate_messages(prompt_value, source, prompt_field) if prompt_value is not None else []
+        chosen_messages = prefix + validate_messages(chosen_value, source, chosen_field)
+        rejected_messages = prefix + validate_messages(rejected_value, source, rejected_field)
+        shared, chosen_message, rejected_message = common_message_prefix(chosen_messages, rejected_messages,
+                                                                         source, fields)
+        prompt = _prompt_text(shared, prompt_field if prompt_value is not None else chosen_field, source,
+                              tokenizer, False)
+        chosen = _reply([chosen_message], chosen_field, source, tokenizer, prompt)
+        rejected = _reply([rejected_message], rejected_field, source, tokenizer, prompt)
     elif prompt_value is not None:
-        prompt, rendered = _prompt_text(prompt_value, "prompt", source, tokenizer, as_user_turn)
-        chosen = _reply(chosen_value, "chosen", source, tokenizer, rendered)
-        rejected = _reply(rejected_value, "rejected", source, tokenizer, rendered)
+        prompt = _prompt_text(prompt_value, prompt_field, source, tokenizer, apply_chat_template)
+        chosen = _reply(chosen_value, chosen_field, source, tokenizer, prompt)
+        rejected = _reply(rejected_value, rejected_field, source, tokenizer, prompt)
     else:
-        # HH-RLHF: whole dialogues; a blank final turn is kept, since there "say nothing" is a
-        # real answer a crowdworker preferred (4 chosen replies in harmless-base test are " ").
-        _text(chosen_value, "chosen", source)
-        _text(rejected_value, "rejected", source)
-        if chosen_value == rejected_value:
-            raise _error(source, "rejected", "chosen and rejected are identical")
-        prompt, chosen, rejected = split_hh_dialogue(chosen_value, rejected_value, source)
+        prompt, chosen, rejected = _hh_comparison(chosen_value, rejected_value, source, tokenizer,
+                                                  apply_chat_template, fields)
     if chosen == rejected:
-        raise _error(source, "rejected", "chosen and rejected are identical")
-    return Comparison(prompt, chosen, rejected, margin, labeler, source)
+        raise _error(source, rejected_field, f"{chosen_field} and {rejected_field} are identical")
+    return Comparison(prompt.text, chosen, rejected, margin, labeler, source, prompt.format)
 
 
-def parse_ranking(raw: dict, source: Source, tokenizer=None, as_user_turn: bool = False) -> Ranking:
+def _hh_comparison(chosen_value: Any, rejected_value: Any, source: Source, tokenizer, apply_chat_template: bool,
+                   fields: tuple[str, str]) -> tuple[_Prompt, str, str]:
+    """HH-RLHF: whole dialogues, split at their shared prompt; with ``apply_chat_template`` the
+    prompt's turns are rendered with the template. A blank final turn is kept, since there "say
+    nothing" is a real answer a crowdworker preferred (4 chosen replies in harmless-base test are " ")."""
+    chosen_field, rejected_field = fields
+    _text(chosen_value, chosen_field, source)
+    _text(rejected_value, rejected_field, source)
+    if chosen_value == rejected_value:
+        raise _error(source, rejected_field, f"{chosen_field} and {rejected_field} are identical")
+    prompt, chosen, rejected = split_hh_dialogue(chosen_value, rejected_value, source, fields)
+    turns = hh_to_messages(prompt) if apply_chat_template else None
+    if turns is None:
+        return _Prompt(prompt, HH), chosen, rejected
+    rendered = _Prompt(render_prompt(turns, tokenizer), rendered_format(tokenizer), True)
+    return rendered, _rendered_reply(chosen, tokenizer, rendered), _rendered_reply(rejected, tokenizer, rendered)
+
+
+def parse_ranking(raw: dict, source: Source, tokenizer=None, apply_chat_template: bool = False,
+                  prompt_field: str = "prompt") -> Ranking:
     """``{"prompt", "responses": [...], "ranking": [...]}`` (+ "labeler"), ranking best first."""
     labeler = _optional_labeler(raw, source)
-    prompt, rendered = _prompt_text(_require(raw, "prompt", source), "prompt", source, tokenizer, as_user_turn)
+    prompt = _prompt_text(_require(raw, prompt_field, source), prompt_field, source, tokenizer, apply_chat_template)
     responses_value = _require(raw, "responses", source)
     if not isinstance(responses_value, list) or len(responses_value) < 2:
         raise _error(source, "responses", "expected a list of at least 2 responses")
-    responses = [_reply(r, f"responses[{i}]", source, tokenizer, rendered) for i, r in enumerate(responses_value)]
+    responses = [_reply(r, f"responses[{i}]", source, tokenizer, prompt) for i, r in enumerate(responses_value)]
     first_seen: dict[str, int] = {}
     for i, response in enumerate(responses):
         if response in first_seen:
@@ -233,20 +293,25 @@ def parse_ranking(raw: dict, source: Source, tokenizer=None, as_user_turn: bool 
             or sorted(ranking) != list(range(k))):
         raise _error(source, "ranking", f"expected a permutation of 0..{k - 1} (indices into responses, "
                                         f"best first), got {ranking!r}")
-    return Ranking(prompt, responses, list(ranking), labeler, source)
+    return Ranking(prompt.text, responses, list(ranking), labeler, source, prompt.format)
 
 
 def parse_prompt(raw: dict, source: Source, tokenizer=None, prompt_field: str = "prompt",
-                 as_user_turn: bool = False) -> PromptRecord:
+                 apply_chat_template: bool = False) -> PromptRecord:
     """``{"prompt"}`` as a string or messages; a comparison or ``{"messages"}`` record also
-    gives its prompt, so PPO can draw prompts from preference or SFT files directly."""
+    gives its prompt, so PPO can draw prompts from preference or SFT files directly. The record's
+    other fields are kept in ``fields`` for reward functions."""
     if prompt_field not in raw:
         if "chosen" in raw and "rejected" in raw:
-            return PromptRecord(parse_comparison(raw, source, tokenizer).prompt, source)
+            pair = parse_comparison(raw, source, tokenizer, apply_chat_template)
+            return PromptRecord(pair.prompt, source, pair.format, pair.prompt,
+                                _other_fields(raw, ("prompt", "chosen", "rejected")))
         if "messages" in raw:
-            return PromptRecord(parse_demonstration(raw, source, tokenizer).prompt, source)
-    prompt, _ = _prompt_text(_require(raw, prompt_field, source), prompt_field, source, tokenizer, as_user_turn)
-    return PromptRecord(prompt, source)
+            demo = parse_demonstration(raw, source, tokenizer)
+            return PromptRecord(demo.prompt, source, demo.format, demo.prompt, _other_fields(raw, ("messages",)))
+    value = _require(raw, prompt_field, source)
+    prompt = _prompt_text(value, prompt_field, source, tokenizer, apply_chat_template)
+    return PromptRecord(prompt.text, source, prompt.format, value, _other_fields(raw, (prompt_field,)))
 
 
 def rankings_to_comparisons(rankings: Iterable[Ranking]) -> list[Comparison]:
@@ -259,7 +324,8 @@ def rankings_to_comparisons(rankings: Iterable[Ranking]) -> list[Comparison]:
     for r in rankings:
         for i, better in enumerate(r.ranking):
             for worse in r.ranking[i + 1:]:
-                pairs.append(Comparison(r.prompt, r.responses[better], r.responses[worse], None, r.labeler, r.source))
+                pairs.append(Comparison(r.prompt, r.responses[better], r.responses[worse], None, r.labeler, r.source,
+                                        r.format))
     return pairs
 
 
@@ -297,36 +363,39 @@ def _load(path: str | Path, parse: Callable[[dict, Source], list], skip_bad_reco
 
 def load_demonstrations(path: str | Path, tokenizer=None, skip_bad_records: bool = False,
                         prompt_field: str = "prompt", completion_field: str = "completion",
-                        as_user_turn: bool = False) -> RecordList:
+                        apply_chat_template: bool = False) -> RecordList:
     """Load SFT demonstrations. ``prompt_field``/``completion_field`` map other layouts, e.g. GSM8K:
-    ``load_demonstrations(path, prompt_field="question", completion_field="answer", as_user_turn=True)``."""
+    ``load_demonstrations(path, prompt_field="question", completion_field="answer", apply_chat_template=True)``."""
     return _load(path, lambda raw, src: [parse_demonstration(raw, src, tokenizer, prompt_field, completion_field,
-                                                             as_user_turn)], skip_bad_records)
+                                                             apply_chat_template)], skip_bad_records)
 
 
 def load_comparisons(path: str | Path, tokenizer=None, skip_bad_records: bool = False,
-                     as_user_turn: bool = False) -> RecordList:
+                     apply_chat_template: bool = False, prompt_field: str = "prompt", chosen_field: str = "chosen",
+                     rejected_field: str = "rejected") -> RecordList:
     """Load pairwise comparisons; ranking records (detected per record by "responses"/"ranking")
     are expanded to all their pairs with :func:`rankings_to_comparisons`."""
 
     def parse(raw: dict, source: Source) -> list[Comparison]:
         if "responses" in raw or "ranking" in raw:
-            return rankings_to_comparisons([parse_ranking(raw, source, tokenizer, as_user_turn)])
-        return [parse_comparison(raw, source, tokenizer, as_user_turn)]
+            return rankings_to_comparisons([parse_ranking(raw, source, tokenizer, apply_chat_template, prompt_field)])
+        return [parse_comparison(raw, source, tokenizer, apply_chat_template, prompt_field, chosen_field,
+                                 rejected_field)]
 
     return _load(path, parse, skip_bad_records)
 
 
 def load_rankings(path: str | Path, tokenizer=None, skip_bad_records: bool = False,
-                  as_user_turn: bool = False) -> RecordList:
+                  apply_chat_template: bool = False, prompt_field: str = "prompt") -> RecordList:
     """Load rankings of K responses (best first), unexpanded."""
-    return _load(path, lambda raw, src: [parse_ranking(raw, src, tokenizer, as_user_turn)], skip_bad_records)
+    return _load(path, lambda raw, src: [parse_ranking(raw, src, tokenizer, apply_chat_template, prompt_field)],
+                 skip_bad_records)
 
 
 def load_prompts(path: str | Path, tokenizer=None, skip_bad_records: bool = False, prompt_field: str = "prompt",
-                 as_user_turn: bool = False) -> RecordList:
+                 apply_chat_template: bool = False) -> RecordList:
     """Load prompts for PPO; comparison and ``{"messages"}`` files give their prompts too."""
-    return _load(path, lambda raw, src: [parse_prompt(raw, src, tokenizer, prompt_field, as_user_turn)],
+    return _load(path, lambda raw, src: [parse_prompt(raw, src, tokenizer, prompt_field, apply_chat_template)],
                  skip_bad_records)
 
 
@@ -334,7 +403,7 @@ GSM8K_SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_ve
 
 
 def load_gsm8k_solution_comparisons(path: str | Path, tokenizer=None, include_ground_truth: bool = True,
-                                    skip_bad_records: bool = False, as_user_turn: bool = True) -> RecordList:
+                                    skip_bad_records: bool = False, apply_chat_template: bool = True) -> RecordList:
     """Correct-vs-incorrect pairs from GSM8K's ``example_model_solutions.jsonl(.gz)``.
 
     Each record holds a question, a reference solution (``ground_truth``) and four model
@@ -345,8 +414,7 @@ def load_gsm8k_solution_comparisons(path: str | Path, tokenizer=None, include_gr
     """
 
     def parse(raw: dict, source: Source) -> list[Comparison]:
-        prompt, rendered = _prompt_text(_require(raw, "question", source), "question", source, tokenizer,
-                                        as_user_turn)
+        prompt = _prompt_text(_require(raw, "question", source), "question", source, tokenizer, apply_chat_template)
         correct, incorrect = [], []
         if include_ground_truth:
             correct.append(_text(_require(raw, "ground_truth", source), "ground_truth", source))
@@ -357,10 +425,9 @@ def load_gsm8k_solution_comparisons(path: str | Path, tokenizer=None, include_gr
             solution = _text(entry.get("solution"), f"{solver}.solution", source)
             (correct if entry["is_correct"] else incorrect).append(solution)
         correct, incorrect = list(dict.fromkeys(correct)), list(dict.fromkeys(incorrect))
-        if rendered:
-            correct = [response_text(c, tokenizer) for c in correct]
-            incorrect = [response_text(c, tokenizer) for c in incorrect]
-        return [Comparison(prompt, good, bad, None, "gsm8k/is_correct", source)
+        correct = [_rendered_reply(c, tokenizer, prompt) for c in correct]
+        incorrect = [_rendered_reply(c, tokenizer, prompt) for c in incorrect]
+        return [Comparison(prompt.text, good, bad, None, "gsm8k/is_correct", source, prompt.format)
                 for good in correct for bad in incorrect if good != bad]
 
     return _load(path, parse, skip_bad_records)

@@ -90,8 +90,8 @@ def _read_jsonl(path: Path, on_error) -> Iterator[tuple[dict, Source]]:
                     continue
                 if not text.strip():
                     continue
-                try:
-                    record = json.loads(text)
+                try:  # without its line ending, so the error's column is on this line, not past it
+                    record = json.loads(text.rstrip("\r\n"))
                 except json.JSONDecodeError as e:
                     _report(DataError(name, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})"), on_error)
                     continue

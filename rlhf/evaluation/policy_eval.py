@@ -20,12 +20,15 @@ from rlhf.rollout.logprobs import response_logprobs
 @torch.no_grad()
 def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling: SamplingParams, reward=None,
                     gold_function: Callable | None = None, batch_size: int = 64, accelerator=None,
-                    seed: int = 1234, samples: list[dict] | None = None) -> dict[str, float]:
+                    seed: int = 1234, samples: list[dict] | None = None, progress: str = "") -> dict[str, float]:
     """Mean gold score, reward score, KL to ``reference`` and length over ``prompts`` (each
     process takes its share when ``accelerator`` spans several). Sampling is seeded so that two
     policies are compared on the same random stream; the caller's RNG state is restored.
     ``samples``, if given, receives one record per response of this process, in order:
-    ``{"prompt", "response", "ended"}`` and, where computed, ``"score"`` and ``"gold"``."""
+    ``{"prompt", "response", "ended"}`` and, where computed, ``"score"`` and ``"gold"``.
+    ``progress``: a description to show a progress bar under (main process); empty: none."""
+    from tqdm.auto import tqdm
+
     device = next(policy.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     rng_state = torch.random.get_rng_state()
@@ -33,7 +36,8 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
     totals: dict[str, float] = {}
     count = 0
     mine = prompts[rank::world]
-    for start in range(0, len(mine), batch_size):
+    for start in tqdm(range(0, len(mine), batch_size), desc=f"{progress} ({len(prompts)} prompts)", leave=False,
+                      disable=not progress or rank != 0):
         batch = collate_prompts(mine[start:start + batch_size], tokenizer.pad_token_id)
         rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
                            tokenizer.eos_token_id, tokenizer.pad_token_id, record_logprobs=True)
@@ -51,7 +55,10 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
         records = [{"prompt": p, "response": r, "ended": e}
                    for p, r, e in zip(prompt_texts, response_texts, rollout.ended.tolist())]
         if reward is not None:
-            scores = reward(rollout, prompt_texts, response_texts).float()
+            examples = mine[start:start + batch_size]  # a reward function gets the prompts as written, and fields
+            scores = reward(rollout, prompt_texts, response_texts,
+                            [e.get("raw_prompt", t) for e, t in zip(examples, prompt_texts)],
+                            [e.get("fields", {}) for e in examples]).float()
             sums["score"] = scores.sum().item()
             for record, score in zip(records, scores.tolist()):
                 record["score"] = score

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import torch
 
+from rlhf.config.base import ConfigError
+from rlhf.errors import UserError
+
 PAD_TOKEN = "<|pad|>"
 # Written beside the weights of every model a stage saves, so later stages can tell where a
 # checkpoint came from (e.g. warn when PPO starts from a model that skipped SFT).
 TRAINING_INFO_FILE = "rlhf_training.json"
 
 
-class ModelPathError(FileNotFoundError):
+class ModelPathError(UserError, FileNotFoundError):
     """A model or tokenizer path that is not a local save_pretrained folder."""
 
 
@@ -46,7 +49,9 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, padding_si
     path = check_local_model_path(path)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token is None:
-        raise ValueError(f"tokenizer at {path} has no end-of-text (eos) token; set one in its tokenizer_config.json")
+        raise ConfigError(f"tokenizer at {path} has no end-of-text (eos) token, which generation and the losses need: "
+                          f"set \"eos_token\" in {path / 'tokenizer_config.json'} to the token that ends a response "
+                          "(e.g. \"<|endoftext|>\" or the chat template's end-of-turn token)")
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     tokenizer.padding_side = padding_side
@@ -110,3 +115,54 @@ def training_stage_of(path: str | Path) -> str | None:
         return json.loads(info.read_text(encoding="utf-8")).get("stage")
     except (OSError, ValueError):
         return None
+
+
+def position_limit(model_config) -> int | None:
+    """The longest sequence the model's position embeddings cover, or None when it does not say
+    (e.g. a model without learned or bounded positions)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_max_length(max_length: int, model_config, model_path: str | Path, option: str = "max_length") -> int:
+    """``max_length`` checked against the model's position limit; 0 means that limit. A value past
+    the limit would die deep in the model with an IndexError on the first long batch."""
+    limit = position_limit(model_config)
+    if max_length <= 0:
+        if limit is None:
+            raise ConfigError(f"{model_path}: the model's config gives no position limit; set --{option}")
+        return limit
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"{option} {max_length} is longer than {model_path} can take ({limit} positions, "
+                          f"max_position_embeddings); set --{option} {limit} or less (0 means the model's limit)")
+    return max_length
+
+
+def enable_gradient_checkpointing(module) -> int:
+    """Turn on gradient checkpointing in every transformers model inside ``module`` (a policy, a
+    reward/value model, PPO's policy-and-value pair): activations are recomputed in the backward
+    pass instead of stored. Non-reentrant checkpointing, which also works with frozen inputs
+    (LoRA) and DDP. Returns how many models were switched; 0 is an error."""
+    from transformers import PreTrainedModel
+
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, PreTrainedModel) and sub.supports_gradient_checkpointing and not _checkpointing(sub):
+            if hasattr(sub, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                sub.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                sub.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            sub.config.use_cache = False
+            count += 1
+    if count == 0 and not any(isinstance(s, PreTrainedModel) and _checkpointing(s) for s in module.modules()):
+        raise ConfigError(f"gradient_checkpointing: {type(module).__name__} holds no transformers model that "
+                          "supports it; drop --gradient_checkpointing")
+    return count
+
+
+def _checkpointing(model) -> bool:
+    flag = getattr(type(model), "is_activation_checkpointing", None)
+    return bool(model.is_activation_checkpointing if flag is not None else model.is_gradient_checkpointing)

@@ -7,6 +7,10 @@ and initialising from a causal LM (normally the SFT checkpoint) keeps its backbo
 fresh head. We do not use its own pooling, which finds the last token by looking for the pad
 id and so breaks when pad equals end-of-text; we read the attention mask instead, which is
 right for left and right padding alike.
+
+A head that transformers initialises because the weights lack it is random: right for
+``rlhf rm``, which trains it, and wrong for a reward model, which PPO would then follow blindly.
+``from_pretrained`` therefore refuses such a checkpoint unless the caller allows a new head.
 """
 
 from __future__ import annotations
@@ -17,10 +21,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path, use_fused_gelu
+from rlhf.errors import UserError
+from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path, training_stage_of, use_fused_gelu
 from rlhf.models.positions import position_ids_from_mask
 
 REWARD_STATS_FILE = "reward_stats.json"
+HEAD_NAMES = ("score", "classifier", "head")  # where transformers' sequence classifiers keep the head
+
+
+class ScalarHeadError(UserError):
+    """A reward or value checkpoint whose weights hold no trained scalar head (e.g. a causal LM)."""
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -40,21 +50,29 @@ class ScalarModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32,
-                        trust_remote_code: bool = False) -> "ScalarModel":
-        """Load a reward/value checkpoint, or start one from a causal LM (the head is then new)."""
+                        trust_remote_code: bool = False, allow_new_head: bool = False,
+                        role: str = "reward model", hint: str = "") -> "ScalarModel":
+        """Load a reward/value checkpoint. A checkpoint without a trained scalar head (a causal LM)
+        raises :class:`ScalarHeadError` naming ``role`` and ending with ``hint`` (what to do),
+        unless ``allow_new_head`` (``rlhf rm`` starting from the SFT model): the head is then new."""
         from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
         path = check_local_model_path(path)
         verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "newly initialized score weights" is expected from an LM checkpoint
+        hf_logging.set_verbosity_error()  # the "newly initialized score weights" case is decided below
         try:
-            hf_model = AutoModelForSequenceClassification.from_pretrained(
+            hf_model, info = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=1, local_files_only=True, use_safetensors=True, dtype=dtype,
-                trust_remote_code=trust_remote_code,
+                trust_remote_code=trust_remote_code, output_loading_info=True,
             )
         finally:
             hf_logging.set_verbosity(verbosity)
+        missing = sorted(k for k in info["missing_keys"] if k.split(".")[0] in HEAD_NAMES)
+        if missing and not allow_new_head:
+            raise ScalarHeadError(f"{role} {str(path)!r} has no trained scalar head (its weights lack "
+                                  f"{', '.join(missing)}): it is {describe_checkpoint(path)}, and its score head "
+                                  "would be random" + (f"; {hint}" if hint else ""))
         if tokenizer is not None:
             align_model_with_tokenizer(hf_model, tokenizer)
         use_fused_gelu(hf_model)
@@ -80,11 +98,23 @@ class ScalarModel(nn.Module):
 
 
 def _score_head(hf_model) -> nn.Module:
-    for name in ("score", "classifier", "head"):
+    for name in HEAD_NAMES:
         head = getattr(hf_model, name, None)
         if isinstance(head, nn.Linear):
             return head
     raise ValueError(f"{type(hf_model).__name__} has no linear score head (looked for score, classifier, head)")
+
+
+def describe_checkpoint(path: str | Path) -> str:
+    """What a checkpoint is, for error messages: the stage that saved it, else its architecture."""
+    stage = training_stage_of(path)
+    if stage:
+        return f"a model saved by `rlhf {stage}`"
+    try:
+        architectures = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("architectures")
+    except (OSError, ValueError):
+        architectures = None
+    return f"a {architectures[0]} checkpoint" if architectures else "a checkpoint of unknown kind"
 
 
 def load_reward_stats(path: str | Path) -> dict[str, float] | None:

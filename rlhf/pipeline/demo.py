@@ -93,6 +93,10 @@ class DemoConfig:
         metadata={"help": "Continue a killed demo: finished stages are skipped, the interrupted one resumes from its "
                   "newest intact checkpoint."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a demo already in output_dir; without it (or --resume) such a folder is refused."},
+    )
 
     def validate(self) -> None:
         if self.ablation not in ("", "no-kl"):
@@ -133,7 +137,7 @@ CONFIG_CLASS = DemoConfig
 def stage_options(config: DemoConfig, root: Path, data: dict[str, Path]) -> dict[str, dict]:
     """Every stage's options, tuned for the embedded 4M-parameter model on a CPU."""
     common = {"seed": config.seed, "disable_tqdm": config.disable_tqdm, "max_length": 192,
-              "resume": "latest" if config.resume else ""}
+              "resume": "latest" if config.resume else "", "overwrite_output_dir": config.overwrite_output_dir}
     sft_model, rm_model = str(root / "sft" / "model"), str(root / "rm" / "model")
     sft = {**common, "model_name_or_path": config.model_name_or_path, "train_file": str(data["sft_train"]),
            "eval_file": str(data["sft_test"]), "output_dir": str(root / "sft"), "max_steps": config.sft_steps,
@@ -150,7 +154,7 @@ def stage_options(config: DemoConfig, root: Path, data: dict[str, Path]) -> dict
         "rm": {**common, "model_name_or_path": sft_model, "train_file": str(data["rankings_policy"]),
                "eval_fraction": 0.1, "output_dir": str(root / "rm"), "max_steps": config.rm_steps,
                "per_device_train_batch_size": 16, "learning_rate": 2e-4, "center_rewards_coefficient": 0.01,
-               "logging_steps": 25, "save_steps": 100},
+               "logging_steps": 25, "save_steps": 100, "stats_max_pairs": 2000},
         "ppo": ppo,
         "ppo_no_kl": {**ppo, "kl_coef": 0.0, "output_dir": str(root / "ppo_no_kl"),
                       "max_steps": config.ppo_no_kl_steps or config.ppo_steps},
@@ -170,6 +174,9 @@ def run(config: DemoConfig) -> dict:
     from rlhf.trainers import dpo, ppo, reward, sft
 
     root = Path(config.output_dir)
+    if (root / "demo_config.yaml").exists() and not (config.resume or config.overwrite_output_dir):
+        raise ConfigError(f"output_dir {root} already holds a demo: pass --resume to continue it, "
+                          "--overwrite_output_dir to replace it, or choose another --output_dir")
     save_config(config, root, name="demo_config.yaml")
     times: dict[str, float] = {}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.base import ConfigError, config_from_dict, save_config
-from rlhf.pipeline.stages import run_stage
+from rlhf.pipeline.stages import check_stages, run_stage
 
 STAGE_ORDER = ("sft", "rm", "ppo", "dpo")
 
@@ -41,6 +41,11 @@ class PipelineConfig:
         default=False,
         metadata={"help": "Continue a killed pipeline: finished stages are skipped, the interrupted one resumes from "
                   "its newest intact checkpoint."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the runs in output_dir/<stage> (passed to every stage that does not set it); "
+                  "without it, or --resume, a stage folder that holds a run is refused before any stage runs."},
     )
     sft: Any = field(default=None, metadata={"help": "Options of the SFT stage (a mapping in YAML, or JSON on the command line)."})
     rm: Any = field(default=None, metadata={"help": "Options of the reward-model stage."})
@@ -68,6 +73,9 @@ class PipelineConfig:
         return sorted(stages, key=STAGE_ORDER.index)
 
     def validate(self) -> None:
+        if self.resume and self.overwrite_output_dir:
+            raise ConfigError("pipeline: --resume continues the runs in output_dir and --overwrite_output_dir deletes "
+                              "them: pass one of them")
         if not self.model_name_or_path and "sft" in self.stage_list():
             raise ConfigError("pipeline needs model_name_or_path (the base model SFT starts from)")
         for stage in STAGE_ORDER:
@@ -99,7 +107,7 @@ def stage_configs(config: PipelineConfig) -> list[tuple[str, Any]]:
         if config.resume:
             chained[stage]["resume"] = "latest"
         values = {"output_dir": str(root / stage), "seed": config.seed, "disable_tqdm": config.disable_tqdm,
-                  **chained[stage], **config.section(stage)}
+                  "overwrite_output_dir": config.overwrite_output_dir, **chained[stage], **config.section(stage)}
         if stage == "ppo" and values.get("reward_function"):
             values.pop("reward_model_path", None)
         resolved.append((stage, config_from_dict(classes[stage], values)))
@@ -111,6 +119,7 @@ def run(config: PipelineConfig) -> dict[str, dict]:
 
     runners = {"sft": sft.run, "rm": reward.run, "ppo": ppo.run, "dpo": dpo.run}
     configs = stage_configs(config)  # all resolved and validated before any stage starts
+    check_stages(configs, config.resume)  # and every input path and output folder of every stage
     save_config(config, config.output_dir, name="pipeline_config.yaml")
     results = {}
     for stage, stage_config in configs:

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from rlhf.config.base import ConfigError
+
 
 def finished_summary(output_dir: str | Path) -> dict | None:
     """A stage's summary if it ran to the end (the summary is written last, atomically)."""
@@ -26,3 +28,19 @@ def run_stage(label: str, name: str, runner: Callable[[Any], dict], stage_config
         return done, False
     print(f"\n=== {label}: {name} -> {stage_config.output_dir}", flush=True)
     return runner(stage_config), True
+
+
+def check_stages(stage_configs: list[tuple[str, Any]], resume: bool) -> None:
+    """Before any stage runs, what each stage checks at its start (``check_output_dir``): its input
+    paths exist, except the models earlier stages will write, and its output folder may be written.
+    Stages that ``resume`` will skip are not checked."""
+    from rlhf.trainers.setup import check_output_dir
+
+    produced: list[str] = []
+    for name, stage_config in stage_configs:
+        if not (resume and finished_summary(stage_config.output_dir) is not None):
+            try:
+                check_output_dir(stage_config, produced=tuple(produced))
+            except ConfigError as err:
+                raise ConfigError(f"stage {name}: {err}") from err
+        produced.append(str(Path(stage_config.output_dir) / "model"))

@@ -15,14 +15,18 @@ from rlhf.data import collate_pairs
 
 
 @torch.no_grad()
-def pair_rewards(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator) -> torch.Tensor:
-    """(N, 2) rewards of [chosen, rejected] for every tokenized pair, gathered from all processes in order."""
+def pair_rewards(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator, progress: str = "") -> torch.Tensor:
+    """(N, 2) rewards of [chosen, rejected] for every tokenized pair, gathered from all processes in order.
+    ``progress``: a description to show a progress bar under (on the main process); empty: none."""
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     padded = math.ceil(len(pairs) / (batch_size * n_proc)) * batch_size * n_proc
     out = []
-    for start in range(0, padded, batch_size * n_proc):
+    for start in tqdm(range(0, padded, batch_size * n_proc), desc=f"{progress} ({len(pairs)} pairs)", leave=False,
+                      disable=not progress or not accelerator.is_main_process):
         first = start + rank * batch_size  # the last batch repeats the last pair; the extra rows are cut below
         mine = [pairs[min(i, len(pairs) - 1)] for i in range(first, first + batch_size)]
         batch = collate_pairs(mine, pad_id)
@@ -35,15 +39,17 @@ def pair_rewards(model, pairs: list[dict], pad_id: int, batch_size: int, acceler
     return gathered.reshape(-1, 2)[: len(pairs)]
 
 
-def reward_margins(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator) -> torch.Tensor:
+def reward_margins(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator, progress: str = ""
+                   ) -> torch.Tensor:
     """r_chosen - r_rejected of every pair: (N,), on the CPU."""
-    rewards = pair_rewards(model, pairs, pad_id, batch_size, accelerator)
+    rewards = pair_rewards(model, pairs, pad_id, batch_size, accelerator, progress)
     return (rewards[:, 0] - rewards[:, 1]).cpu()  # (N,)
 
 
-def reward_statistics(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator) -> dict[str, float]:
+def reward_statistics(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator, progress: str = ""
+                      ) -> dict[str, float]:
     """Mean and std of the reward over the responses of ``pairs`` (chosen and rejected alike)."""
-    rewards = pair_rewards(model, pairs, pad_id, batch_size, accelerator).flatten().double()
+    rewards = pair_rewards(model, pairs, pad_id, batch_size, accelerator, progress).flatten().double()
     return {"mean": rewards.mean().item(), "std": rewards.std().item(), "count": rewards.numel()}
 
 

@@ -4,39 +4,44 @@ Each is called on a rollout (token ids plus the decoded texts) and returns one s
 response (B,). A reward model sharing the policy's tokenizer scores the token ids as they
 were sampled; one with another tokenizer scores the text re-tokenised with its own tokenizer.
 An ensemble's members are combined by one of ``rlhf.rewards.ensemble.AGGREGATIONS``.
+A function gets the prompts as the user wrote them and the records' other fields
+(rlhf.rewards.functions); a reward model scores the text the policy saw.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from rlhf.data import pad_sequences
-from rlhf.models.loading import load_tokenizer
-from rlhf.models.scalar_model import ScalarModel, load_reward_stats
+from rlhf.models.loading import load_tokenizer, training_stage_of
+from rlhf.models.scalar_model import ScalarHeadError, ScalarModel, load_reward_stats
 from rlhf.rewards.ensemble import AGGREGATIONS, aggregate_rewards
+from rlhf.rewards.functions import RewardFunction, RewardFunctionError, load_function  # noqa: F401 (re-exported)
 from rlhf.rollout.generation import Rollout
 
+POLICY_STAGES = ("sft", "ppo", "dpo")  # stages that save a causal LM (a policy), never a reward model
+REWARD_MODEL_HINT = ("pass the model folder written by `rlhf rm` (OUTPUT_DIR/model) as --reward_model_path, or "
+                     "score with a Python function via --reward_function")
 
-def load_function(spec: str) -> Callable:
-    """``package.module:function`` -> the function (the user's own code, imported by name)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected module:function, got {spec!r}")
-    function = getattr(importlib.import_module(module_name), attr, None)
-    if not callable(function):
-        raise ValueError(f"{spec!r}: {attr} is not a function of {module_name}")
-    return function
+
+def check_reward_model_path(path: str | Path) -> None:
+    """Refuse a checkpoint whose rlhf_training.json says a policy stage produced it."""
+    stage = training_stage_of(path)
+    if stage in POLICY_STAGES:
+        raise ScalarHeadError(f"reward model {str(path)!r} was saved by `rlhf {stage}`: it is a policy (a causal LM), "
+                              f"not a reward model, and its score head would be random; {REWARD_MODEL_HINT}")
 
 
 def load_reward_model(path: str | Path, trust_remote_code: bool = False):
     """Load a reward model saved by ``rlhf rm``: (model in eval mode, its tokenizer, its saved
-    training mean/std or None)."""
+    training mean/std or None). A policy checkpoint or one without a trained head is refused."""
+    check_reward_model_path(path)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    model = ScalarModel.from_pretrained(path, tokenizer, trust_remote_code=trust_remote_code).eval()
+    model = ScalarModel.from_pretrained(path, tokenizer, trust_remote_code=trust_remote_code,
+                                        hint=REWARD_MODEL_HINT).eval()
     model.requires_grad_(False)
     return model, tokenizer, load_reward_stats(path)
 
@@ -94,18 +99,25 @@ class RewardModelScorer:
                                               ended=rollout.ended.tolist()).to(rollout.query_responses.device))
         return torch.stack(scores)  # (M, B)
 
-    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str], raw_prompts: Sequence | None = None,
+                 fields: Sequence[Mapping] | None = None) -> torch.Tensor:
+        """Scores (B,) of the decoded texts; ``raw_prompts`` and ``fields`` are for functions only."""
         return aggregate_rewards(self.member_scores(rollout, prompts, responses), self.aggregation,
                                  self.uncertainty_coef)  # (B,)
 
 
 class FunctionScorer:
-    """A programmatic reward: ``f(prompts, responses, ended) -> list[float]``."""
+    """A programmatic reward: ``f(prompts, responses, ended, **fields) -> list[float]``, checked on
+    every call (rlhf.rewards.functions)."""
 
     def __init__(self, function: Callable):
-        self.function = function
+        self.function = function if isinstance(function, RewardFunction) else RewardFunction(function)
         self.stats = None
 
-    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        values = self.function(prompts, responses, rollout.ended.tolist())
-        return torch.as_tensor(list(values), dtype=torch.float32, device=rollout.query_responses.device)
+    def __call__(self, rollout: Rollout, prompts: list[str], responses: list[str], raw_prompts: Sequence | None = None,
+                 fields: Sequence[Mapping] | None = None) -> torch.Tensor:
+        """Scores (B,). ``prompts`` are the decoded prompts; the function gets ``raw_prompts``
+        (as the user wrote them) when given, and the records' ``fields`` as keyword arguments."""
+        values = self.function(raw_prompts if raw_prompts is not None else prompts, responses,
+                               rollout.ended.tolist(), fields)
+        return torch.tensor(values, dtype=torch.float32, device=rollout.query_responses.device)  # (B,)

@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rlhf.atomic_io import fsync_dir, fsync_tree
+from rlhf.config.base import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "checkpoint-"
@@ -125,6 +126,16 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=step_of)
 
 
+def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
+    """Delete ``.tmp-checkpoint-*`` folders, the leftovers of a run killed while saving (a finished
+    save renames its folder); they are never loaded. Call only before this run saves anything."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    stale = sorted(root.glob(f".tmp-{PREFIX}*")) if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def find_resumable(output_dir: str | Path, log=print) -> Path | None:
     """The newest intact checkpoint; broken ones are reported and skipped."""
     for path in reversed(list_checkpoints(output_dir)):
@@ -192,13 +203,14 @@ class Checkpointer:
         acc = self.accelerator
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         if state["num_processes"] != acc.num_processes:
-            raise ValueError(f"{path} was written by {state['num_processes']} processes; resume with the same number "
-                             f"(got {acc.num_processes}) so data order and random streams continue exactly")
+            raise ConfigError(f"{path} was written by {state['num_processes']} processes; resume with the same number "
+                              f"(got {acc.num_processes}) so data order and random streams continue exactly")
         for role, model in self.models.items():
             missing, unexpected = load_model(acc.unwrap_model(model), str(path / f"{role}.safetensors"), strict=False)
             if missing or unexpected:
-                raise ValueError(f"{path / role}.safetensors does not match the model "
-                                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+                raise ConfigError(f"{path / role}.safetensors does not match the model "
+                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]}): resume with the options "
+                                  "the checkpoint was written with")
         meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
         self.optimizer.load_state_dict(optimizer_state_from_files(load_file(str(path / "optimizer.safetensors")), meta))
         self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text(encoding="utf-8")))

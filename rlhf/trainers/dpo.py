@@ -13,10 +13,10 @@ from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
 from rlhf.models.loading import load_causal_lm, load_tokenizer
 from rlhf.models.policy_value import disable_dropout
 from rlhf.rollout.logprobs import sequence_logprobs
-from rlhf.trainers.datasets import load_train_eval_pairs, to_device
+from rlhf.trainers.datasets import load_train_eval_pairs, to_device, with_model_limits
 from rlhf.trainers.saving import finish_run
-from rlhf.trainers.setup import make_accelerator, prepare_output_dir, seed_everything
-from rlhf.trainers.supervised import SupervisedRun
+from rlhf.trainers.setup import check_output_dir, make_accelerator, seed_everything
+from rlhf.trainers.supervised import EXAMPLES, SupervisedRun, mean_over_examples
 
 CONFIG_CLASS = DPOConfig
 
@@ -44,9 +44,12 @@ def pair_logprobs(model, batch: dict, length_normalize: bool) -> tuple[torch.Ten
 
 @torch.no_grad()
 def precompute_reference_logprobs(reference, pairs: list[dict], pad_id: int, batch_size: int, device,
-                                  length_normalize: bool) -> None:
+                                  length_normalize: bool, progress: bool = False) -> None:
     """Store the reference's log-probs in every pair, so the reference can leave memory."""
-    for start in range(0, len(pairs), batch_size):
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(pairs), batch_size), desc=f"reference log-probs ({len(pairs)} pairs)",
+                      leave=False, disable=not progress):
         chunk = pairs[start:start + batch_size]
         batch = to_device(collate_pairs(chunk, pad_id), device)
         chosen, rejected = pair_logprobs(reference, batch, length_normalize)
@@ -54,10 +57,30 @@ def precompute_reference_logprobs(reference, pairs: list[dict], pad_id: int, bat
             pair["ref_chosen_logp"], pair["ref_rejected_logp"] = c, r
 
 
+@torch.no_grad()
+def evaluate(loss_on, model, pairs: list[dict], batch_size: int, accelerator, disable_tqdm: bool = False
+             ) -> dict[str, float]:
+    """Held-out loss, implicit-reward accuracy and margin, averaged over pairs (every process
+    scores its share; a short last batch weighs what its pairs weigh)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    mine = pairs[accelerator.process_index::accelerator.num_processes]
+    entries = []
+    for start in tqdm(range(0, len(mine), batch_size), desc=f"dpo eval ({len(pairs)} pairs)", leave=False,
+                      disable=disable_tqdm or not accelerator.is_main_process):
+        chunk = mine[start:start + batch_size]
+        loss, stats = loss_on(chunk)
+        entries.append({"eval/loss": loss.item(), "eval/accuracy": float(stats["rewards/accuracy"]),
+                        "eval/margin": float(stats["rewards/margin"]), EXAMPLES: float(len(chunk))})
+    model.train()
+    return mean_over_examples(entries, accelerator, keys=["eval/loss", "eval/accuracy", "eval/margin"])
+
+
 def run(config: DPOConfig) -> dict:
+    check_output_dir(config)  # before anything loads; the folder is written once all has loaded
     accelerator = make_accelerator(config)
     seed_everything(config.seed)
-    prepare_output_dir(config, accelerator)
     tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
     model = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
     reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
@@ -67,11 +90,14 @@ def run(config: DPOConfig) -> dict:
     pad_id, length_normalize = tokenizer.pad_token_id, config.loss_type == "ipo"
 
     # 1. Data: comparisons -> token ids; optionally the reference's log-probs once, up front.
-    train_pairs, eval_pairs = load_train_eval_pairs(config, tokenizer)
+    data_config = with_model_limits(config, model)  # max_length 0: the model's position limit
+    max_length = data_config.max_length
+    train_pairs, eval_pairs, data_info = load_train_eval_pairs(data_config, tokenizer)
     if config.precompute_ref_log_probs:
         for subset in (train_pairs, eval_pairs):
             precompute_reference_logprobs(reference, subset, pad_id, config.per_device_train_batch_size,
-                                          accelerator.device, length_normalize)
+                                          accelerator.device, length_normalize,
+                                          progress=accelerator.is_main_process and not config.disable_tqdm)
         reference = None
     lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
     run_ = SupervisedRun.start(config, accelerator, model, lengths, "dpo", postfix_keys=("loss/dpo", "rewards/accuracy"))
@@ -95,17 +121,12 @@ def run(config: DPOConfig) -> dict:
     step = run_.train(lambda indices: loss_on([train_pairs[i] for i in indices]), "dpo").step
 
     # 3. Held-out implicit-reward accuracy; save the policy.
-    summary = {"stage": "dpo", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+    summary = {"stage": "dpo", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
+               "max_length": max_length, **data_info}
     if eval_pairs:
-        model.eval()
-        with torch.no_grad():
-            mine = eval_pairs[accelerator.process_index::accelerator.num_processes]
-            rows = [loss_on(mine[i:i + config.per_device_train_batch_size])
-                    for i in range(0, len(mine), config.per_device_train_batch_size)]
-        eval_metrics = {"eval/loss": torch.stack([r[0] for r in rows]).mean(),
-                        "eval/accuracy": torch.stack([r[1]["rewards/accuracy"] for r in rows]).mean(),
-                        "eval/margin": torch.stack([r[1]["rewards/margin"] for r in rows]).mean()}
-        eval_metrics = {k: accelerator.reduce(v, "mean").item() for k, v in eval_metrics.items()}
+        eval_metrics = evaluate(loss_on, model, eval_pairs, config.per_device_train_batch_size, accelerator,
+                                disable_tqdm=config.disable_tqdm)
         run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
-    return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "dpo")
+    return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "dpo",
+                      training_info={"prompt_format": data_info["prompt_format"]})

@@ -7,23 +7,32 @@ reference log-probs) and then does what makes it that algorithm: PPO adds values
 KL-shaped rewards, GAE and its clipped update (ppo.py). Around the steps, ``OnlineRun``
 holds the prompts, resume state, SIGINT/SIGTERM, periodic checkpoints, held-out
 evaluation and the save/merge tail.
+
+Inputs before models: the tokenizer, the prompts and the reward functions (each called once on
+two prompts) are loaded and checked before any model, so a mistake in them shows in seconds.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from rlhf.data import collate_prompts, load_prompts, tokenize_prompts
+from rlhf.atomic_io import write_text_atomic
+from rlhf.data import (collate_prompts, describe_formats, load_prompts, main_format, tokenize_prompts,
+                       warn_if_template_unused)
+from rlhf.data.templates import FORMAT_NAMES
 from rlhf.evaluation.policy_eval import evaluate_policy
-from rlhf.models.loading import load_causal_lm, load_tokenizer, training_stage_of
+from rlhf.models.loading import (TRAINING_INFO_FILE, enable_gradient_checkpointing, load_causal_lm, load_tokenizer,
+                                 training_stage_of)
 from rlhf.models.lora import AdapterFreeReference, add_lora, merge_lora
 from rlhf.models.policy_value import disable_dropout
-from rlhf.rewards.scorers import FunctionScorer, RewardModelScorer, load_function
+from rlhf.rewards.functions import RewardFunction, check_reward_function, load_function
+from rlhf.rewards.scorers import FunctionScorer, RewardModelScorer
 from rlhf.rollout.generation import Rollout, SamplingParams, decode_responses, generate
 from rlhf.rollout.logprobs import response_logprobs
 from rlhf.rollout.prompts import PromptSampler
@@ -32,8 +41,11 @@ from rlhf.trainers.optim import NonFiniteGuard, make_optimizer, make_scheduler
 from rlhf.trainers.resume import resolve_resume
 from rlhf.trainers.run_logger import RunLogger
 from rlhf.trainers.saving import finish_run, save_pretrained_atomic
-from rlhf.trainers.setup import make_accelerator, prepare_output_dir, seed_everything
+from rlhf.trainers.setup import check_output_dir, make_accelerator, prepare_output_dir, seed_everything
 from rlhf.trainers.signals import StopSignals, TrainingInterrupted
+
+
+SAMPLES_FILE = "samples.jsonl"  # every sample_every steps: {step, prompt, response, score[, gold_score]}
 
 
 @dataclass
@@ -41,15 +53,90 @@ class Samples:
     """Responses sampled from the policy and scored; (B, R) unless noted."""
 
     rollout: Rollout
-    prompt_texts: list[str]
+    prompt_texts: list[str]  # decoded, as the policy saw them (special tokens stripped)
     response_texts: list[str]
     scores: torch.Tensor  # (B,) raw reward, after the missing-eos penalty
     ref_logprobs: torch.Tensor  # (B, R) log pi_ref of the sampled tokens, 0 on padding
+    fields: list[dict] | None = None  # each prompt record's other fields (e.g. GSM8K's answer)
+    gold_scores: list[float] | None = None  # filled by gold_scores() when a gold function is set
 
 
-def load_roles(config, accelerator):
-    """The frozen roles and the policy they start from: (policy, reference, reward, tokenizer)."""
-    tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code, padding_side="left")
+def load_prompt_records(config, path: str, tokenizer, skip_bad_records: bool = False):
+    """The prompt records of ``path``, read with the run's prompt options (field, chat template)."""
+    return load_prompts(path, tokenizer=tokenizer, skip_bad_records=skip_bad_records,
+                        prompt_field=config.prompt_field, apply_chat_template=config.apply_chat_template)
+
+
+def tokenize_prompt_records(config, records, tokenizer, path: str, warn: bool = True):
+    """The prompts' token ids, each over max_prompt_length cut or left out as prompt_truncation
+    says; the list counts them (``truncated``, ``skipped_too_long``) and a warning says so."""
+    prompts = tokenize_prompts(records, tokenizer, max_prompt_length=config.max_prompt_length,
+                               prompt_truncation=config.prompt_truncation)
+    if warn and (prompts.truncated or prompts.skipped_too_long):
+        done = {"skip": "were left out (prompt_truncation skip)", "left": "were cut from the left",
+                "keep_head": "were cut (keeping the template head and the end)"}[config.prompt_truncation]
+        too_long = prompts.truncated + prompts.skipped_too_long
+        warnings.warn(f"{path}: {too_long:,} of {len(records):,} prompts are longer "
+                      f"than max_prompt_length {config.max_prompt_length} tokens and {done}; raise --max_prompt_length "
+                      "to keep them whole", stacklevel=2)
+    return prompts
+
+
+def prompt_summary(records, prompts) -> dict[str, Any]:
+    """What the run's summary says about its prompts: how many, their formats, and how many were
+    cut or left out for being longer than max_prompt_length."""
+    return {"prompts": len(prompts), "prompt_formats": describe_formats(records),
+            "prompts_truncated": prompts.truncated, "prompts_skipped_too_long": prompts.skipped_too_long}
+
+
+def reward_model_prompt_format(path: str) -> str | None:
+    """The format of the prompts a reward model was trained on (``prompt_format`` in its
+    rlhf_training.json), or None when it does not say."""
+    try:
+        return json.loads((Path(path) / TRAINING_INFO_FILE).read_text(encoding="utf-8")).get("prompt_format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def warn_on_format_mismatch(config, records, tokenizer) -> None:
+    """Warn when the prompts skip the policy's chat template, and when a reward model learnt its
+    comparisons in another format than these prompts are in: it is then asked about text unlike
+    any it was trained on, and its scores mean little."""
+    warn_if_template_unused(records, tokenizer, config.prompts_file)
+    prompts_format = main_format(records)
+    for path in filter(None, config.reward_model_path.split(",")):
+        trained = reward_model_prompt_format(path)
+        if trained and prompts_format and trained != prompts_format:
+            warnings.warn(f"reward model {path} was trained on prompts in {FORMAT_NAMES.get(trained, trained)}, but "
+                          f"the PPO prompts of {config.prompts_file} are in {describe_formats(records)}: it will "
+                          "score text in a format it never saw. Give both stages the same format (see "
+                          "--apply_chat_template)", stacklevel=2)
+
+
+def load_reward_functions(config, records) -> tuple[RewardFunction | None, RewardFunction | None]:
+    """The reward and gold functions named in the config, each checked on the first two prompts
+    (a made-up response each) so that a wrong spec or return value shows before any model loads."""
+    raw_prompts = [r.prompt if r.raw is None else r.raw for r in records[:2]]
+    fields = [r.fields for r in records[:2]]
+    functions = []
+    for option in ("reward_function", "gold_reward_function"):
+        spec = getattr(config, option)
+        function = load_function(spec, option) if spec else None
+        if function is not None:  # the gold function sees the prompts decoded, as in evaluation
+            check_reward_function(function, raw_prompts if option == "reward_function" else
+                                  [r.prompt for r in records[:2]], fields, config.prompts_file)
+        functions.append(function)
+    return functions[0], functions[1]
+
+
+def check_reward_functions(config) -> None:
+    """The start-up check of the reward and gold functions without a tokenizer, for a caller that
+    has none yet (``rlhf pipeline`` before its SFT stage has written the policy)."""
+    load_reward_functions(config, load_prompt_records(config, config.prompts_file, tokenizer=None))
+
+
+def load_roles(config, accelerator, tokenizer, reward_function: RewardFunction | None):
+    """The frozen roles and the policy they start from: (policy, reference, reward)."""
     policy = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
     if config.use_peft:
         policy = add_lora(policy, config)
@@ -63,29 +150,41 @@ def load_roles(config, accelerator):
                                    trust_remote_code=config.trust_remote_code, aggregation=config.reward_aggregation,
                                    uncertainty_coef=config.reward_uncertainty_coef)
     else:
-        reward = FunctionScorer(load_function(config.reward_function))
-    return policy, reference, reward, tokenizer
+        reward = FunctionScorer(reward_function)
+    return policy, reference, reward
 
 
 @torch.no_grad()
 def sample_and_score(policy, reference, reward, batch: dict, tokenizer, sampling: SamplingParams, config, accelerator,
-                     record_logprobs: bool) -> Samples:
+                     record_logprobs: bool, examples: list[dict] | None = None) -> Samples:
     """The first steps of every online method. ``record_logprobs``: keep the sampler's own
-    log-probs of the sampled tokens in ``rollout.logprobs`` (they equal a forward pass's to ~1e-5)."""
+    log-probs of the sampled tokens in ``rollout.logprobs`` (they equal a forward pass's to ~1e-5).
+    ``examples``: the batch's prompt examples, whose ``raw_prompt`` and ``fields`` a reward
+    function gets (without them, the decoded prompts and no fields)."""
     device = accelerator.device
     # 1. Rollout: sample responses to the prompts from the current policy.
     rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
                        tokenizer.eos_token_id, tokenizer.pad_token_id, record_logprobs=record_logprobs)
     prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     response_texts = decode_responses(tokenizer, rollout)
+    raw_prompts = [e.get("raw_prompt", text) for e, text in zip(examples, prompt_texts)] if examples else None
+    fields = [e.get("fields", {}) for e in examples] if examples else None
     # 2. Score: the reward of each whole response, penalised if it never ended.
-    scores = reward(rollout, prompt_texts, response_texts)  # (B,)
+    scores = reward(rollout, prompt_texts, response_texts, raw_prompts, fields)  # (B,)
     if config.missing_eos_penalty:
         scores = scores - config.missing_eos_penalty * (~rollout.ended).float()
     # 3. Log-probs of the sampled tokens under the reference, at the sampling temperature.
     ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
                                      config.temperature)  # (B, R)
-    return Samples(rollout, prompt_texts, response_texts, scores, ref_logprobs)
+    return Samples(rollout, prompt_texts, response_texts, scores, ref_logprobs, fields)
+
+
+def gold_scores(samples: Samples, gold_function) -> list[float]:
+    """The gold score of each sample (computed once): the decoded prompts, as in evaluation."""
+    if samples.gold_scores is None:
+        samples.gold_scores = gold_function(samples.prompt_texts, samples.response_texts,
+                                            samples.rollout.ended.tolist(), samples.fields)
+    return samples.gold_scores
 
 
 def sample_metrics(samples: Samples, gold_function) -> dict[str, Any]:
@@ -94,7 +193,7 @@ def sample_metrics(samples: Samples, gold_function) -> dict[str, Any]:
     metrics = {"objective/scores": samples.scores.mean(), "response/length": mask.sum(1).mean(),
                "response/ended_frac": samples.rollout.ended.float().mean()}
     if gold_function is not None:
-        gold = gold_function(samples.prompt_texts, samples.response_texts, samples.rollout.ended.tolist())
+        gold = gold_scores(samples, gold_function)
         metrics["gold/score"] = sum(gold) / len(gold)
     return metrics
 
@@ -127,6 +226,8 @@ class OnlineRun:
     logger: RunLogger
     saved: dict[str, Any] | None
     algorithm_state: dict[str, Any]
+    prompt_info: dict[str, Any] = field(default_factory=dict)  # for the summary: counts and formats
+    eval_prompts: list[dict] = field(default_factory=list)  # eval_prompts_file's, tokenized
 
     @classmethod
     def start(cls, config, stage: str, make_trainable: Callable[[Any, Any], Any], policy_of: Callable[[Any], Any],
@@ -135,20 +236,31 @@ class OnlineRun:
         """``make_trainable(policy, tokenizer)``: the module the optimizer trains, checkpointed as
         ``trainable_name``; ``algorithm_state``: the algorithm's objects with state_dict/load_state_dict
         (a KL controller, say), checkpointed under their names."""
+        check_output_dir(config)  # before anything loads; the folder is written once all has loaded
         accelerator = make_accelerator(config)
         seed_everything(config.seed + accelerator.process_index)  # each process samples its own rollouts
-        output_dir = prepare_output_dir(config, accelerator)
-        policy, reference, reward, tokenizer = load_roles(config, accelerator)
+        # Inputs first: tokenizer, prompts, reward functions (called once); then the models.
+        tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code,
+                                   padding_side="left")
+        records = load_prompt_records(config, config.prompts_file, tokenizer, config.skip_bad_records)
+        eval_file = config.eval_prompts_file
+        eval_records = load_prompt_records(config, eval_file, tokenizer) if eval_file else []
+        reward_function, gold_function = load_reward_functions(config, records)
+        policy, reference, reward = load_roles(config, accelerator, tokenizer, reward_function)
         model = make_trainable(policy, tokenizer)
         disable_dropout(model)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         _warn_if_not_sft(config, stage, accelerator)
-        prompts = tokenize_prompts(load_prompts(config.prompts_file, tokenizer=tokenizer,
-                                                skip_bad_records=config.skip_bad_records),
-                                   tokenizer, max_prompt_length=config.max_prompt_length)
+        prompts = tokenize_prompt_records(config, records, tokenizer, config.prompts_file, accelerator.is_main_process)
+        eval_prompts = tokenize_prompt_records(config, eval_records, tokenizer, config.eval_prompts_file,
+                                               accelerator.is_main_process) if eval_records else []
+        if accelerator.is_main_process:
+            warn_on_format_mismatch(config, records, tokenizer)
+        output_dir = prepare_output_dir(config, accelerator)  # everything loaded fine: now the folder is written
         sampler = PromptSampler(len(prompts), config.rollout_batch_size, config.seed, accelerator.process_index)
         sampling = SamplingParams(max_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
                                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-        gold_function = load_function(config.gold_reward_function) if config.gold_reward_function else None
         optimizer = make_optimizer(model.parameters(), config)
         scheduler = make_scheduler(optimizer, config, num_training_steps)
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -163,10 +275,13 @@ class OnlineRun:
                 obj.load_state_dict(saved[name])
             sampler.load_state_dict(saved["prompt_sampler"][accelerator.process_index])
             guard.skipped = saved["nonfinite_skipped"]
+        if saved is not None and accelerator.is_main_process:
+            keep_samples_until(output_dir / SAMPLES_FILE, saved["step"])
         logger = RunLogger(output_dir, accelerator, config.max_steps, config.report_to, config.disable_tqdm, stage,
                            postfix_keys=postfix_keys, resume=saved)
         return cls(config, stage, accelerator, model, policy_of, reference, reward, tokenizer, prompts, sampler,
-                   sampling, gold_function, optimizer, scheduler, guard, checkpointer, logger, saved, algorithm_state)
+                   sampling, gold_function, optimizer, scheduler, guard, checkpointer, logger, saved, algorithm_state,
+                   prompt_summary(records, prompts), eval_prompts)
 
     @property
     def policy(self):
@@ -174,9 +289,10 @@ class OnlineRun:
 
     def sample_and_score(self, record_logprobs: bool) -> Samples:
         """The next batch of prompts, answered by the policy and scored."""
-        batch = collate_prompts([self.prompts[i] for i in self.sampler.next_batch()], self.tokenizer.pad_token_id)
+        examples = [self.prompts[i] for i in self.sampler.next_batch()]
+        batch = collate_prompts(examples, self.tokenizer.pad_token_id)
         return sample_and_score(self.policy, self.reference, self.reward, batch, self.tokenizer, self.sampling,
-                                self.config, self.accelerator, record_logprobs)
+                                self.config, self.accelerator, record_logprobs, examples)
 
     def should_log(self, step: int) -> bool:
         return step % self.config.logging_steps == 0 or step == self.config.max_steps
@@ -201,9 +317,18 @@ class OnlineRun:
                         raise TrainingInterrupted(signum, step, path)
 
     def _log_samples(self, step: int, samples: Samples) -> None:
-        shown = list(zip(samples.prompt_texts, samples.response_texts, samples.scores.tolist()))
-        self.logger.write_text("samples", "\n\n".join(f"{p!r} -> {r!r} (score {s:.3f})"
-                                                      for p, r, s in shown[: self.config.num_samples_to_log]), step)
+        """The first few samples: TensorBoard text, and one JSON line each in output_dir/samples.jsonl."""
+        n = self.config.num_samples_to_log
+        rows = [{"step": step, "prompt": p, "response": r, "score": s}
+                for p, r, s in zip(samples.prompt_texts[:n], samples.response_texts[:n], samples.scores.tolist())]
+        if self.gold_function is not None:
+            for row, gold in zip(rows, gold_scores(samples, self.gold_function)):
+                row["gold_score"] = gold
+        self.logger.write_text("samples", "\n\n".join(f"{r['prompt']!r} -> {r['response']!r} (score {r['score']:.3f})"
+                                                      for r in rows), step)
+        if self.accelerator.is_main_process:
+            with open(Path(self.config.output_dir) / SAMPLES_FILE, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
     def training_state(self) -> dict[str, Any]:
         samplers = [self.sampler.state_dict()]
@@ -216,17 +341,17 @@ class OnlineRun:
     def evaluate(self) -> dict[str, float]:
         """Gold score, reward, KL to the reference and length on the held-out prompts."""
         config = self.config
-        eval_prompts = tokenize_prompts(load_prompts(config.eval_prompts_file, tokenizer=self.tokenizer),
-                                        self.tokenizer, max_prompt_length=config.max_prompt_length)
-        results = evaluate_policy(self.policy, self.reference, self.tokenizer, eval_prompts, self.sampling,
+        results = evaluate_policy(self.policy, self.reference, self.tokenizer, self.eval_prompts, self.sampling,
                                   reward=self.reward, gold_function=self.gold_function,
-                                  batch_size=config.rollout_batch_size, accelerator=self.accelerator)
+                                  batch_size=config.rollout_batch_size, accelerator=self.accelerator,
+                                  progress="" if config.disable_tqdm else "ppo eval")
         return {f"eval/{k}": v for k, v in results.items()}
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Final evaluation on held-out prompts, then save the policy: with LoRA, the adapter alone
         (output_dir/adapter) and then the policy with its adapters merged (output_dir/model)."""
         config = self.config
+        summary.update(self.prompt_info)
         if self.logger.history:
             summary.update({k: v for k, v in self.logger.history[-1].items() if k.startswith(("objective/", "gold/"))})
         if config.eval_prompts_file:
@@ -238,6 +363,17 @@ class OnlineRun:
             save_pretrained_atomic(policy, self.tokenizer, Path(config.output_dir) / "adapter", self.accelerator)
             policy = merge_lora(policy)
         return finish_run(policy, self.tokenizer, summary, config, self.accelerator, self.logger, self.stage)
+
+
+def keep_samples_until(path: Path, step: int) -> None:
+    """A resumed run continues samples.jsonl after its checkpoint's step: lines written later by the
+    interrupted run are dropped, so each step's samples appear once."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
 
 
 def _warn_if_not_sft(config, stage: str, accelerator) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from rlhf.errors import UserError
+
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
@@ -40,7 +42,7 @@ def num_update_steps(config, batches_per_epoch: int) -> int:
     return max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """A loss or gradient norm became NaN or infinite."""
 
 

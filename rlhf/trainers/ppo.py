@@ -53,11 +53,26 @@ def build_policy_and_value(config: PPOConfig, policy, tokenizer) -> PolicyAndVal
     """The trainable module: the policy and its value function (a separate model, or a head on the policy)."""
     value_model = None
     if config.value_model == "separate":
-        value_path = config.value_model_path or config.reward_model_path.split(",")[0] or config.model_name_or_path
-        value_model = ScalarModel.from_pretrained(value_path, tokenizer, trust_remote_code=config.trust_remote_code)
+        value_model = load_value_model(config, tokenizer)
         if config.use_peft:
             value_model.backbone = add_lora(value_model.backbone, config, task_type=None)
     return PolicyAndValue(policy, value_model)
+
+
+def load_value_model(config: PPOConfig, tokenizer) -> ScalarModel:
+    """Where the separate value model starts (InstructGPT: the reward model). value_model_path must
+    hold a trained scalar head unless allow_new_value_head; without it, the (first) reward model;
+    with a reward function and no path, the policy's weights with a fresh head."""
+    trust = config.trust_remote_code
+    if config.value_model_path:
+        return ScalarModel.from_pretrained(
+            config.value_model_path, tokenizer, trust_remote_code=trust, allow_new_head=config.allow_new_value_head,
+            role="value model", hint="pass a reward model (`rlhf rm`'s OUTPUT_DIR/model) or an earlier PPO run's "
+            "value_model, or set --allow_new_value_head true to start its value head at random")
+    if config.reward_model_path:  # loaded as the reward already, so its head is known to be trained
+        return ScalarModel.from_pretrained(config.reward_model_path.split(",")[0], tokenizer, trust_remote_code=trust)
+    return ScalarModel.from_pretrained(config.model_name_or_path, tokenizer, trust_remote_code=trust,
+                                       allow_new_head=True)
 
 
 def run(config: PPOConfig) -> dict:

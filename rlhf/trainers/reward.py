@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import warnings
 
+import torch
+
 from rlhf.config.reward import RewardConfig
 from rlhf.data import collate_pairs
 from rlhf.losses import pairwise_rm_loss
 from rlhf.models.loading import load_tokenizer, training_stage_of
 from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
 from rlhf.rewards.evaluation import reward_margins, reward_statistics, summarize_margins
-from rlhf.trainers.datasets import load_train_eval_pairs, to_device
+from rlhf.trainers.datasets import load_train_eval_pairs, to_device, with_model_limits
 from rlhf.trainers.saving import finish_run
-from rlhf.trainers.setup import make_accelerator, prepare_output_dir, seed_everything
+from rlhf.trainers.setup import check_output_dir, make_accelerator, seed_everything
 from rlhf.trainers.supervised import SupervisedRun
 
 CONFIG_CLASS = RewardConfig
@@ -26,14 +28,18 @@ MIN_PAIRS_FOR_LARGE_MODEL, LARGE_MODEL_PARAMS = 5000, 100_000_000
 
 
 def run(config: RewardConfig) -> dict:
+    check_output_dir(config)  # before anything loads; the folder is written once all has loaded
     accelerator = make_accelerator(config)
     seed_everything(config.seed)
-    prepare_output_dir(config, accelerator)
     tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
-    model = ScalarModel.from_pretrained(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
+    # Normally a causal LM (the SFT model): its new score head is what this stage trains.
+    model = ScalarModel.from_pretrained(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code,
+                                        allow_new_head=True)
 
     # 1. Data: comparisons (rankings expand to K(K-1)/2 pairs) -> token ids, with per-pair weights.
-    train_pairs, eval_pairs = load_train_eval_pairs(config, tokenizer)
+    data_config = with_model_limits(config, model)  # max_length 0: the model's position limit
+    max_length = data_config.max_length
+    train_pairs, eval_pairs, data_info = load_train_eval_pairs(data_config, tokenizer)
     _warn_common_mistakes(config, model, len(train_pairs), accelerator)
     weights_by_labeler = config.parsed_labeler_weights()
     pad_id = tokenizer.pad_token_id
@@ -56,18 +62,31 @@ def run(config: RewardConfig) -> dict:
     step = run_.train(compute_loss, "rm").step
 
     # 3. Held-out accuracy, margin and calibration; reward statistics for PPO's normalisation.
-    summary = {"stage": "rm", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+    summary = {"stage": "rm", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
+               "max_length": max_length, **data_info}
     if eval_pairs:
-        margins = reward_margins(model, eval_pairs, pad_id, config.per_device_train_batch_size, accelerator)
+        margins = reward_margins(model, eval_pairs, pad_id, config.per_device_train_batch_size, accelerator,
+                                 progress="" if config.disable_tqdm else "rm eval")
         eval_metrics, calibration = summarize_margins(margins, config.calibration_bins)
         run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
         summary["calibration"] = calibration
-    stats = reward_statistics(model, train_pairs[: config.stats_max_pairs], pad_id,
-                              config.per_device_train_batch_size, accelerator)
+    stats = reward_statistics(model, stats_sample(train_pairs, config.stats_max_pairs, config.seed), pad_id,
+                              config.per_device_train_batch_size, accelerator,
+                              progress="" if config.disable_tqdm else "reward statistics")
     summary["reward_mean"], summary["reward_std"] = stats["mean"], stats["std"]
     return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "rm",
-                      extra_files={REWARD_STATS_FILE: stats})
+                      extra_files={REWARD_STATS_FILE: stats},
+                      training_info={"prompt_format": data_info["prompt_format"]})
+
+
+def stats_sample(pairs: list[dict], size: int, seed: int) -> list[dict]:
+    """A seeded random sample of ``size`` training pairs (all of them if fewer): the reward's
+    mean and std need a few hundred, and files are often sorted (by source, by length)."""
+    if len(pairs) <= size:
+        return pairs
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:size]
+    return [pairs[i] for i in sorted(order.tolist())]
 
 
 def _warn_common_mistakes(config: RewardConfig, model, num_pairs: int, accelerator) -> None:

@@ -1,5 +1,6 @@
-"""Metrics of a run: one JSON line per logged step (metrics.jsonl), TensorBoard scalars, a
-progress bar, and the end-of-run summary (summary.json, printed too)."""
+"""Metrics of a run: one JSON line per logged step (metrics.jsonl), TensorBoard scalars, the
+trackers of ``--report_to`` that accelerate drives (wandb, mlflow, trackio, comet_ml), a progress
+bar, and the end-of-run summary (summary.json, printed too)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from rlhf.atomic_io import write_json_atomic, write_text_atomic
+from rlhf.config.base import ConfigError
 
 
 class RunLogger:
@@ -27,7 +29,7 @@ class RunLogger:
         self.postfix_keys = postfix_keys
         self.start_time = time.time()
         self.history: list[dict[str, Any]] = []
-        self._jsonl = self._tb = self._bar = None
+        self._jsonl = self._tb = self._bar = self._trackers = None
         if not self.enabled:
             return
         path = Path(output_dir) / "metrics.jsonl"
@@ -37,7 +39,10 @@ class RunLogger:
             path.unlink()  # a fresh run in a used folder: its metrics start over
         self._jsonl = open(path, "a", encoding="utf-8")
         start_step = resume["step"] if resume else 0
-        if report_to == "tensorboard":
+        if getattr(accelerator, "log_with", None):  # set by make_accelerator from report_to
+            self._trackers = accelerator
+            accelerator.init_trackers("rlhf", config=_saved_config(output_dir))
+        if "tensorboard" in [name.strip() for name in report_to.split(",")]:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"),
@@ -59,16 +64,24 @@ class RunLogger:
         self.history.append(record)
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, float) and math.isfinite(v)}
         if self._tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, float) and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+        if self._trackers is not None:
+            self._trackers.log(scalars, step=step)
         shown = {k.split("/")[-1]: f"{record[k]:.4g}" for k in self.postfix_keys if k in record}
         if shown:
             self._bar.set_postfix(shown, refresh=False)
 
     def elapsed(self) -> float:
         return round(time.time() - self.start_time, 1)
+
+    def restart_clock(self) -> None:
+        """Start the progress bar's timer again, after work that is not a training step (an
+        evaluation before step 1), so that the steps' rate and time left are theirs alone."""
+        if self._bar is not None:
+            self._bar.reset(total=self._bar.total)
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:
@@ -85,14 +98,25 @@ class RunLogger:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+        if self._trackers is not None:
+            for tracker in self._trackers.trackers:  # not end_training(): it also ends the process group
+                tracker.finish()
+
+
+def _saved_config(output_dir: Path) -> dict[str, Any]:
+    """The run's resolved options (config.yaml, written before the logger starts), for the trackers."""
+    import yaml
+
+    path = Path(output_dir) / "config.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _truncate_jsonl(path: Path, keep: int) -> list[dict[str, Any]]:
     """Keep the first ``keep`` lines of a JSONL file (atomically) and return them parsed."""
     lines = path.read_text(encoding="utf-8").splitlines()[:keep] if path.exists() else []
     if len(lines) < keep:
-        raise ValueError(f"{path} has {len(lines)} lines but the checkpoint recorded {keep}: the metrics file "
-                         "was modified or belongs to another run")
+        raise ConfigError(f"{path} has {len(lines)} lines but the checkpoint recorded {keep}: the metrics file "
+                          "was modified or belongs to another run; restore it, or start over with --overwrite_output_dir")
     write_text_atomic(path, "".join(line + "\n" for line in lines))
     return [json.loads(line) for line in lines]
 

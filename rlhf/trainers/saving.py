@@ -12,7 +12,21 @@ import torch
 
 from rlhf.atomic_io import fsync_dir, fsync_tree, write_json_atomic
 from rlhf.models.loading import TRAINING_INFO_FILE
+from rlhf.trainers.checkpoint import CHECKPOINT_DIR
 from rlhf.trainers.run_logger import write_summary
+
+
+def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
+    """Delete the ``.<name>.tmp-*`` and ``.<name>.old-*`` leftovers of a save (or an atomic file
+    write) that a kill interrupted. Call only before this run saves anything."""
+    output_dir = Path(output_dir)
+    stale = sorted([*output_dir.glob(".*.tmp-*"), *output_dir.glob(".*.old-*")]) if output_dir.is_dir() else []
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def save_pretrained_atomic(model, tokenizer, path: str | Path, accelerator=None, extra_files: dict[str, Any] | None = None) -> Path:
@@ -56,17 +70,21 @@ def weights_in_sync(model, accelerator) -> bool:
 
 
 def finish_run(model, tokenizer, summary: dict[str, Any], config, accelerator, logger, stage: str,
-               extra_files: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Save the trained model (atomically, with a note of the stage that produced it), check
-    that all processes agree on the weights, close the logs and write the summary."""
+               extra_files: dict[str, Any] | None = None, training_info: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """Save the trained model (atomically, with a note of the stage that produced it and
+    ``training_info``, e.g. the data's "prompt_format"), check that all processes agree on the
+    weights, close the logs and write the summary."""
     output_dir = Path(config.output_dir)
-    info = {TRAINING_INFO_FILE: {"stage": stage, "base_model": config.model_name_or_path}}
+    info = {TRAINING_INFO_FILE: {"stage": stage, "base_model": config.model_name_or_path, **(training_info or {})}}
     save_pretrained_atomic(model, tokenizer, output_dir / "model", accelerator, extra_files={**info, **(extra_files or {})})
     summary["model"] = str(output_dir / "model")
     summary["processes_in_sync"] = weights_in_sync(model, accelerator)
     summary["wall_time_s"] = logger.elapsed()
     logger.close()
     write_summary(output_dir, summary, accelerator)
+    if not getattr(config, "keep_checkpoints", True) and accelerator.is_main_process:
+        shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete: the model is enough
     # No process exits before the summary exists. The barrier also lets gloo's worker thread free
     # the last all-gather's tensors while this thread still runs: freed at interpreter exit instead,
     # they abort the process ("terminate called without an active exception").

@@ -1,7 +1,9 @@
-"""SIGINT/SIGTERM as a request to stop at the next step boundary, after saving a checkpoint."""
+"""SIGINT/SIGTERM as a request to stop at the next step boundary, after saving a checkpoint; a
+second one stops at once."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -17,9 +19,20 @@ class TrainingInterrupted(Exception):
                          "Continue with the same command plus --resume.")
 
 
+class ForcedStop(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop now, without a checkpoint. Nothing is left half-written:
+    checkpoints, models and files are written to a temporary name and renamed when complete."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}; nothing was saved since the "
+                         "last checkpoint. Continue from it with the same command plus --resume.")
+
+
 class StopSignals:
     """Turn SIGINT/SIGTERM into a flag that the loop reads at the next step boundary, so the
-    step in flight finishes and is saved instead of being lost."""
+    step in flight finishes and is saved instead of being lost. A second signal raises
+    ForcedStop at once (a step and a large save can take minutes)."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -34,7 +47,13 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise ForcedStop(signum)
         self.signum = signum
+        # os.write, not print: the handler may interrupt a write to stderr (the progress bar's), and
+        # a buffered stream refuses a reentrant write.
+        os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then "
+                 "stopping. Press Ctrl-C again to stop at once (without saving).\n".encode())
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

@@ -10,7 +10,6 @@ micro-batches, steps (``optim.accumulate_and_step``), logs and checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -46,16 +45,14 @@ def train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches: 
             # 2. Forward and backward each, clip, step (a non-finite loss or gradient skips or stops).
             result = accumulate_and_step(model, optimizer, scheduler, accelerator, guard, state.step + 1, window,
                                          compute_loss, config.max_grad_norm, f"loss/{loss_name}")
-            state.window += [{f"loss/{loss_name}": loss.item(), **{k: float(v) for k, v in stats.items()}}
-                             for loss, stats in result.outputs]
+            state.window += [{f"loss/{loss_name}": loss.item(), **{k: float(v) for k, v in stats.items()},
+                              EXAMPLES: float(len(batch))} for (loss, stats), batch in zip(result.outputs, window)]
             state.step += 1
             state.nonfinite_skipped = guard.skipped
             logger.advance()
             # 3. Log (averaged over the window and the processes), evaluate, checkpoint.
             if state.step % config.logging_steps == 0 or state.step == total_steps:
-                metrics = {k: accelerator.reduce(torch.tensor(sum(w[k] for w in state.window) / len(state.window),
-                                                              device=accelerator.device), "mean").item()
-                           for k in state.window[0]}
+                metrics = mean_over_examples(state.window, accelerator)
                 metrics.update({"train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": state.epoch,
                                 "train/grad_norm": result.grad_norm})
                 logger.log(state.step, metrics)
@@ -70,6 +67,23 @@ def train_loop(config, accelerator, model, optimizer, scheduler, epoch_batches: 
                 if signum:
                     raise TrainingInterrupted(signum, state.step, path)
     return state
+
+
+EXAMPLES = "_examples"  # the key under which a window entry records its batch's size
+
+
+def mean_over_examples(entries: list[dict[str, float]], accelerator, keys: list[str] | None = None
+                       ) -> dict[str, float]:
+    """Per-example means of per-batch means, over every process: each entry holds its batch's
+    means and, under ``EXAMPLES``, how many examples it averaged (1 if absent), so a short last
+    batch weighs what its examples weigh, not what a full batch does."""
+    keys = keys or [k for k in entries[0] if k != EXAMPLES]  # a process may have no entries; others do
+    counts = torch.tensor([e.get(EXAMPLES, 1.0) for e in entries], dtype=torch.float64)  # (N,)
+    values = torch.tensor([[e[k] for k in keys] for e in entries], dtype=torch.float64).reshape(-1, len(keys))
+    sums = torch.cat([(values * counts[:, None]).sum(0), counts.sum().reshape(1)])  # (K + 1,)
+    if accelerator.num_processes > 1:
+        sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
+    return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(keys)}
 
 
 def _batch_reader(state: LoopState, epoch_batches: Callable[[int], list[list[int]]]) -> Callable[[], list[int]]:
@@ -120,11 +134,14 @@ class SupervisedRun:
     @classmethod
     def start(cls, config, accelerator, model, lengths: list[int], stage: str,
               postfix_keys: tuple[str, ...]) -> "SupervisedRun":
+        from rlhf.config.base import ConfigError
         from rlhf.data import length_grouped_batches  # looked up at call time (tests replace it)
+        from rlhf.models.loading import enable_gradient_checkpointing
         from rlhf.trainers.checkpoint import Checkpointer
         from rlhf.trainers.datasets import batches_for_this_process
         from rlhf.trainers.optim import make_optimizer, make_scheduler, num_update_steps
         from rlhf.trainers.run_logger import RunLogger
+        from rlhf.trainers.setup import prepare_output_dir
 
         size = config.per_device_train_batch_size
 
@@ -138,12 +155,15 @@ class SupervisedRun:
 
         batches_per_epoch = len(epoch_batches(0))
         if batches_per_epoch == 0:
-            raise ValueError(f"{config.train_file}: {len(lengths)} examples do not fill one batch of {size} per process")
+            raise ConfigError(f"{config.train_file}: {len(lengths)} examples do not fill one batch of {size} per process: "
+                              "lower --per_device_train_batch_size or add examples")
         total_steps = num_update_steps(config, batches_per_epoch)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         optimizer = make_optimizer(model.parameters(), config)
         scheduler = make_scheduler(optimizer, config, total_steps)
         model, optimizer = accelerator.prepare(model, optimizer)
-        output_dir = Path(config.output_dir)
+        output_dir = prepare_output_dir(config, accelerator)  # model and data loaded fine: now the folder is written
         checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler,
                                     config.save_total_limit)
         resume_from = resolve_resume(config, output_dir)

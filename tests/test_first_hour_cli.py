@@ -285,6 +285,22 @@ def test_pipeline_checks_every_stage_path_before_running_any(tiny_model_dir, toy
     assert not out.exists()
 
 
+def test_pipeline_calls_the_reward_function_before_running_any_stage(tiny_model_dir, toy_data, tmp_path):
+    from rlhf.pipeline import pipeline
+    from rlhf.rewards.functions import RewardFunctionError
+
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text("def score(prompts, responses, ended):\n    return [1.0]  # one value for the whole batch\n")
+    out = tmp_path / "out"
+    config = parse_config(pipeline.PipelineConfig, [
+        "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--stages", "sft,ppo",
+        "--sft", json.dumps({"train_file": str(toy_data["demos"]), "max_steps": 1}),  # JSON on the command line
+        "--ppo", json.dumps({"prompts_file": str(toy_data["prompts"]), "reward_function": f"{rewards}:score"})])
+    with pytest.raises(RewardFunctionError, match=r"returned 1 values for 2 responses"):
+        pipeline.run(config)
+    assert not out.exists()  # found before SFT ran
+
+
 # ---- 9. --report_to ------------------------------------------------------------------------------
 
 def test_report_to_names_the_missing_package(monkeypatch):
@@ -343,3 +359,16 @@ def test_report_to_routes_other_trackers_through_accelerate(monkeypatch, tmp_pat
     assert [(step, {k: v for k, v in values.items() if k != "time/elapsed_s"}) for step, values in fake.logged] == \
         [(1, {"loss/sft": 2.5})]
     assert fake.finished
+
+
+def test_the_command_prints_our_warnings_as_advice_without_source_lines(tiny_model_dir, toy_data, tmp_path):
+    import subprocess
+    import sys
+
+    args = ["rm", "--model_name_or_path", str(tiny_model_dir), "--train_file", str(toy_data["pairs"]),
+            "--output_dir", str(tmp_path / "rm"), "--max_steps", "1", "--stats_max_pairs", "4",
+            "--disable_tqdm", "true", "--report_to", "none"]
+    done = subprocess.run([sys.executable, "-m", "rlhf", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning: " + str(tiny_model_dir) + " is not an `rlhf sft` checkpoint" in done.stderr
+    assert "_warn_common_mistakes(" not in done.stderr and "UserWarning" not in done.stderr  # advice only

@@ -215,3 +215,32 @@ def test_ppo_gradient_checkpointing_recomputes_and_gives_the_same_losses(tiny_mo
         results[flag] = (calls["n"], line["loss/policy"], line["loss/value"])
     assert results["true"][0] > results["false"][0]
     assert results["true"][1:] == pytest.approx(results["false"][1:], abs=1e-5)
+
+
+def test_reward_model_evaluation_and_statistics_show_their_progress(tiny_model_dir, toy_data, capsys):
+    from rlhf.models.scalar_model import ScalarModel
+    from rlhf.rewards.evaluation import reward_margins, reward_statistics
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = ScalarModel.from_pretrained(tiny_model_dir, tokenizer, **_fresh_head_kwargs())
+    pairs = tokenize_comparisons(load_comparisons(toy_data["pairs"]), tokenizer, max_length=64)[:40]
+    accelerator = Accelerator(cpu=True)
+    reward_margins(model, pairs, tokenizer.pad_token_id, 8, accelerator, progress="rm eval")
+    reward_statistics(model, pairs, tokenizer.pad_token_id, 8, accelerator, progress="reward statistics")
+    reward_margins(model, pairs, tokenizer.pad_token_id, 8, accelerator)  # no description: no bar
+    err = capsys.readouterr().err
+    assert "rm eval (40 pairs)" in err and "reward statistics (40 pairs)" in err
+    assert err.count("(40 pairs)") >= 2 and "(40 pairs)" not in err.split("reward statistics (40 pairs)")[-1]
+
+
+def test_policy_evaluation_shows_its_progress(tiny_model_dir, toy_data, capsys):
+    from rlhf.data import load_prompts, tokenize_prompts
+    from rlhf.evaluation.policy_eval import evaluate_policy
+    from rlhf.rollout.generation import SamplingParams
+
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir, tokenizer)
+    prompts = tokenize_prompts(load_prompts(toy_data["prompts"]), tokenizer, max_prompt_length=32)
+    evaluate_policy(model, model, tokenizer, prompts, SamplingParams(max_new_tokens=2), batch_size=16,
+                    progress="ppo eval")
+    assert "ppo eval (32 prompts)" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ppo_fixtures import ppo_config, scored_rollout
-from rlhf.config.base import parse_config
+from rlhf.config.base import ConfigError, parse_config
 from rlhf.config.ppo import PPOConfig
 from rlhf.rl_math import RunningMoments, masked_mean, masked_var
 from rlhf.trainers import ppo
@@ -131,6 +131,7 @@ def test_rm_stats_normalises_with_the_reward_models_saved_statistics(tiny_model_
         assert row["objective/scores_normalized"] == pytest.approx((row["objective/scores"] - 0.3) / 0.5, abs=1e-5)
         assert row["objective/scores"] != pytest.approx(row["objective/scores_normalized"], abs=1e-3)
     (rm_dir / REWARD_STATS_FILE).unlink()
-    with pytest.raises(ValueError, match="rm_stats: the reward model has no saved reward_stats.json"):
+    with pytest.raises(ConfigError, match="rm_stats: the reward model has no saved reward_stats.json"):
         run_ppo(tiny_model_dir, toy_data, tmp_path / "nostats", "--reward_model_path", rm_dir,
                 "--reward_normalization", "rm_stats", "--max_steps", 1, "--value_model", "shared")
+    assert not (tmp_path / "nostats").exists()  # refused before anything loaded or was written

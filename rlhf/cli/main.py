@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 from typing import Sequence
 
 # stage -> (module holding CONFIG_CLASS and run(config), one-line description)
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = "--debug" in rest
     rest = [arg for arg in rest if arg != "--debug"]
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
         return _run_stage(stage, rest)
     except KeyboardInterrupt as stop:  # Ctrl-C while loading, or a second one while training
@@ -71,7 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlhf {stage}: error: {err}", file=sys.stderr)
         return 1
     finally:
+        warnings.formatwarning = _PYTHON_FORMATWARNING
         _close_process_group()
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our warnings are advice to a user ("88 of 2,312 pairs were truncated; raise --max_length"):
+    print the advice, not the source line that raised it (``--debug`` keeps Python's format)."""
+    if issubclass(category, UserWarning) and filename.startswith(os.path.dirname(os.path.dirname(__file__))):
+        return f"warning: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
 
 
 def _run_stage(stage: str, argv: list[str]) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 from rlhf.config.base import ConfigError, config_from_dict, save_config
 from rlhf.pipeline.stages import check_stages, run_stage
@@ -47,10 +47,12 @@ class PipelineConfig:
         metadata={"help": "Replace the runs in output_dir/<stage> (passed to every stage that does not set it); "
                   "without it, or --resume, a stage folder that holds a run is refused before any stage runs."},
     )
-    sft: Any = field(default=None, metadata={"help": "Options of the SFT stage (a mapping in YAML, or JSON on the command line)."})
-    rm: Any = field(default=None, metadata={"help": "Options of the reward-model stage."})
-    ppo: Any = field(default=None, metadata={"help": "Options of the PPO stage."})
-    dpo: Any = field(default=None, metadata={"help": "Options of the DPO stage."})
+    # Optional[Union[dict, str]]: a mapping from YAML, or a JSON string from the command line (HfArgumentParser
+    # cannot parse an ``Any`` field).
+    sft: Optional[Union[dict, str]] = field(default=None, metadata={"help": "Options of the SFT stage (a mapping in YAML, or JSON on the command line)."})
+    rm: Optional[Union[dict, str]] = field(default=None, metadata={"help": "Options of the reward-model stage."})
+    ppo: Optional[Union[dict, str]] = field(default=None, metadata={"help": "Options of the PPO stage."})
+    dpo: Optional[Union[dict, str]] = field(default=None, metadata={"help": "Options of the DPO stage."})
 
     def section(self, stage: str) -> dict[str, Any]:
         value = getattr(self, stage)

@@ -32,8 +32,9 @@ def run_stage(label: str, name: str, runner: Callable[[Any], dict], stage_config
 
 def check_stages(stage_configs: list[tuple[str, Any]], resume: bool) -> None:
     """Before any stage runs, what each stage checks at its start (``check_output_dir``): its input
-    paths exist, except the models earlier stages will write, and its output folder may be written.
-    Stages that ``resume`` will skip are not checked."""
+    paths exist, except the models earlier stages will write, its output folder may be written, and
+    its reward functions load and score two prompts. Stages that ``resume`` will skip are not checked."""
+    from rlhf.trainers.online import check_reward_functions
     from rlhf.trainers.setup import check_output_dir
 
     produced: list[str] = []
@@ -43,4 +44,6 @@ def check_stages(stage_configs: list[tuple[str, Any]], resume: bool) -> None:
                 check_output_dir(stage_config, produced=tuple(produced))
             except ConfigError as err:
                 raise ConfigError(f"stage {name}: {err}") from err
+            if getattr(stage_config, "reward_function", "") or getattr(stage_config, "gold_reward_function", ""):
+                check_reward_functions(stage_config)  # called once on two prompts, as PPO does at its start
         produced.append(str(Path(stage_config.output_dir) / "model"))

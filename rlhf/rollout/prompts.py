@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from rlhf.config.base import ConfigError
+
 
 class PromptSampler:
     def __init__(self, num_prompts: int, batch_size: int, seed: int, rank: int = 0):
         if num_prompts == 0:
-            raise ValueError("no prompts to sample from")
+            raise ConfigError("no prompts to sample from: the prompts file gave none (all were skipped?)")
         self.num_prompts, self.batch_size = num_prompts, batch_size
         self.seed, self.rank = seed, rank
         self.epoch, self.position = 0, 0

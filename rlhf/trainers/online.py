@@ -315,6 +315,7 @@ class OnlineRun:
                     path = self.checkpointer.save(step, self.training_state())
                     if signum:
                         raise TrainingInterrupted(signum, step, path)
+        self.logger.end_progress()
 
     def _log_samples(self, step: int, samples: Samples) -> None:
         """The first few samples: TensorBoard text, and one JSON line each in output_dir/samples.jsonl."""

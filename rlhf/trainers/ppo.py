@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
+from rlhf.config.base import ConfigError
 from rlhf.config.ppo import PPOConfig
 from rlhf.kl_control import AdaptiveKLController, FixedKLController
 from rlhf.losses import ppo_policy_loss, ppo_value_loss
 from rlhf.models.lora import add_lora, merge_lora
 from rlhf.models.policy_value import PolicyAndValue
-from rlhf.models.scalar_model import ScalarModel
+from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
 from rlhf.rl_math import (
     RunningMoments, explained_variance, gae, kl_penalized_rewards, masked_mean, masked_whiten, normalize_scores,
 )
@@ -75,7 +76,21 @@ def load_value_model(config: PPOConfig, tokenizer) -> ScalarModel:
                                        allow_new_head=True)
 
 
+RM_STATS_MISSING = ("reward_normalization rm_stats: the reward model has no saved reward_stats.json (an ensemble "
+                    "has no single one either); use --reward_normalization running")
+
+
+def check_rm_stats(config: PPOConfig) -> None:
+    """rm_stats normalisation needs one reward model with its saved statistics: checked before
+    anything loads, not at the first step."""
+    paths = [p for p in config.reward_model_path.split(",") if p.strip()]
+    if config.reward_normalization == "rm_stats" and (len(paths) != 1 or
+                                                        not (Path(paths[0]) / REWARD_STATS_FILE).is_file()):
+        raise ConfigError(RM_STATS_MISSING)
+
+
 def run(config: PPOConfig) -> dict:
+    check_rm_stats(config)
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl
               else FixedKLController(config.kl_coef))
     score_moments = RunningMoments()
@@ -213,7 +228,7 @@ def normalize(scores: torch.Tensor, config: PPOConfig, reward, moments: RunningM
         return scores.clamp(-clip, clip) if clip else scores
     if config.reward_normalization == "rm_stats":
         if reward.stats is None:
-            raise ValueError("reward_normalization rm_stats: the reward model has no saved reward_stats.json")
+            raise ConfigError(RM_STATS_MISSING)
         return normalize_scores(scores, reward.stats["mean"], reward.stats["std"], clip)
     moments.update(accelerator.gather(scores))
     return normalize_scores(scores, moments.mean, max(moments.std, 1e-6), clip)

@@ -91,6 +91,12 @@ class RunLogger:
         if self._tb is not None:
             self._tb.add_text(tag, text, step)
 
+    def end_progress(self) -> None:
+        """Close the steps' progress bar when the steps are done, so the phases after them
+        (final evaluation, statistics, saving) show their own bars, not the last step's time."""
+        if self._bar is not None:
+            self._bar.close()
+
     def close(self) -> None:
         if not self.enabled:
             return

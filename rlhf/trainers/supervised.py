@@ -174,6 +174,8 @@ class SupervisedRun:
                    total_steps)
 
     def train(self, compute_loss, loss_name: str, after_step=None) -> LoopState:
-        return train_loop(self.config, self.accelerator, self.model, self.optimizer, self.scheduler,
-                          self.epoch_batches, compute_loss, self.total_steps, self.logger, self.checkpointer,
-                          loop_state_from(self.saved), loss_name, after_step=after_step)
+        state = train_loop(self.config, self.accelerator, self.model, self.optimizer, self.scheduler,
+                           self.epoch_batches, compute_loss, self.total_steps, self.logger, self.checkpointer,
+                           loop_state_from(self.saved), loss_name, after_step=after_step)
+        self.logger.end_progress()
+        return state

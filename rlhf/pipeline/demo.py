@@ -72,9 +72,9 @@ class DemoConfig:
     rm_steps: int = field(default=750, metadata={"help": "Reward-model optimizer steps (about 2 epochs of the comparisons)."})
     ppo_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update)."})
     ppo_no_kl_steps: int = field(
-        default=100,
+        default=160,
         metadata={"help": "Steps of the beta = 0 run of --ablation no-kl (0: as many as ppo_steps). Hacking the reward "
-                  "model takes time: gold holds for about 50 steps, then falls (docs/embedded.md)."},
+                  "model takes time: gold rises for about 30 steps, then falls, steeply after 100 (docs/embedded.md)."},
     )
     dpo_steps: int = field(default=200, metadata={"help": "DPO optimizer steps."})
     kl_coef: float = field(default=0.2, metadata={"help": "beta of PPO's KL penalty (docs/embedded.md has why this value)."})

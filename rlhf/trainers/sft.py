@@ -38,6 +38,7 @@ def run(config: SFTConfig) -> dict:
     run_ = SupervisedRun.start(config, accelerator, model, [len(x["input_ids"]) for x in train_examples], "sft",
                                postfix_keys=("loss/sft", "eval/loss"))
     model, logger = run_.model, run_.logger
+
     def held_out_metrics(when: str) -> dict[str, float]:
         return evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator,
                         progress="" if config.disable_tqdm else f"sft eval {when}")

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rlhf"
 # package (first part under rlhf) -> what it must never import
 FORBIDDEN = {
     "atomic_io": {"*"},
+    "progress": {"*"},
     "config": {"embedded", "feedback", "trainers", "pipeline", "evaluation", "rewards", "rollout", "cli"},
     "data": {"embedded", "feedback", "trainers", "pipeline", "evaluation", "rewards", "rollout", "models", "cli"},
     "models": {"embedded", "feedback", "trainers", "pipeline", "evaluation", "rewards", "rollout", "cli"},

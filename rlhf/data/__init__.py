@@ -8,8 +8,8 @@ from rlhf.data.formats import (Comparison, Demonstration, PromptRecord, Ranking,
                                load_prompts, load_rankings, parse_comparison, parse_demonstration, parse_prompt,
                                parse_ranking, rankings_to_comparisons)
 from rlhf.data.records import Source, read_records
-from rlhf.data.report import (describe_formats, format_counts, main_format, truncation_message,
-                              unused_template_message, warn_if_template_unused)
+from rlhf.data.report import (describe_formats, format_counts, main_format, prompt_truncation_message,
+                              truncation_message, unused_template_message, warn_if_template_unused)
 from rlhf.data.templates import (ASSISTANT, CHAT_TEMPLATE, DEFAULT_TEMPLATE, HH, HUMAN, TEXT, hh_to_messages,
                                  render_default, render_prompt, response_text, split_hh_dialogue, template_head)
 from rlhf.data.tokenize import (IGNORE_INDEX, PROMPT_TRUNCATION_MODES, tokenize_comparisons, tokenize_demonstrations,
@@ -23,7 +23,7 @@ __all__ = [
     "HUMAN", "ASSISTANT", "render_default", "render_prompt", "response_text", "split_hh_dialogue",
     "hh_to_messages", "template_head", "TEXT", "HH", "CHAT_TEMPLATE", "DEFAULT_TEMPLATE",
     "format_counts", "describe_formats", "main_format", "unused_template_message", "warn_if_template_unused",
-    "truncation_message",
+    "truncation_message", "prompt_truncation_message",
     "IGNORE_INDEX", "PROMPT_TRUNCATION_MODES", "truncate_pair", "tokenize_demonstrations", "tokenize_comparisons",
     "tokenize_prompts",
     "pad_sequences", "collate_sft", "collate_pairs", "collate_prompts", "length_grouped_batches",

@@ -57,3 +57,12 @@ def truncation_message(path: str, truncated: int, total: int, max_length: int, w
     return (f"{path}: {truncated:,} of {total:,} {what} are longer than max_length {max_length} tokens and were "
             "truncated (prompt cut from the left, response from the right); raise --max_length, or set "
             "--truncation false to make such a record an error")
+
+
+def prompt_truncation_message(path: str, too_long: int, total: int, max_prompt_length: int, mode: str) -> str:
+    """One line saying how many of ``total`` prompts of ``path`` did not fit ``max_prompt_length``
+    and what ``mode`` (tokenize_prompts' prompt_truncation) did with them."""
+    done = {"skip": "were left out (prompt_truncation skip)", "left": "were cut from the left",
+            "keep_head": "were cut (keeping the template head and the end)"}[mode]
+    return (f"{path}: {too_long:,} of {total:,} prompts are longer than max_prompt_length {max_prompt_length} tokens "
+            f"and {done}; raise --max_prompt_length to keep them whole")

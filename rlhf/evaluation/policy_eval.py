@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from rlhf.data import collate_prompts
+from rlhf.progress import phase_bar
 from rlhf.rl_math import select
 from rlhf.rollout.generation import SamplingParams, decode_responses, generate
 from rlhf.rollout.logprobs import response_logprobs
@@ -27,8 +28,6 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
     ``samples``, if given, receives one record per response of this process, in order:
     ``{"prompt", "response", "ended"}`` and, where computed, ``"score"`` and ``"gold"``.
     ``progress``: a description to show a progress bar under (main process); empty: none."""
-    from tqdm.auto import tqdm
-
     device = next(policy.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     rng_state = torch.random.get_rng_state()
@@ -36,8 +35,7 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
     totals: dict[str, float] = {}
     count = 0
     mine = prompts[rank::world]
-    for start in tqdm(range(0, len(mine), batch_size), desc=f"{progress} ({len(prompts)} prompts)", leave=False,
-                      disable=not progress or rank != 0):
+    for start in phase_bar(range(0, len(mine), batch_size), progress, f"{len(prompts)} prompts", rank == 0):
         batch = collate_prompts(mine[start:start + batch_size], tokenizer.pad_token_id)
         rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
                            tokenizer.eos_token_id, tokenizer.pad_token_id, record_logprobs=True)

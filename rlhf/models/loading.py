@@ -104,17 +104,22 @@ def load_model_and_tokenizer(path: str | Path, dtype: torch.dtype = torch.float3
     return model, tokenizer
 
 
-def training_stage_of(path: str | Path) -> str | None:
-    """The rlhf stage that produced the checkpoint at ``path`` ("sft", "rm", ...), or None."""
+def training_info(path: str | Path) -> dict:
+    """What rlhf wrote beside the checkpoint at ``path`` (TRAINING_INFO_FILE: the stage that
+    produced it, its base model, the prompt format it was trained on); {} if nothing readable."""
     import json
 
     info = Path(path) / TRAINING_INFO_FILE
-    if not info.is_file():
-        return None
     try:
-        return json.loads(info.read_text(encoding="utf-8")).get("stage")
+        values = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
     except (OSError, ValueError):
-        return None
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def training_stage_of(path: str | Path) -> str | None:
+    """The rlhf stage that produced the checkpoint at ``path`` ("sft", "rm", ...), or None."""
+    return training_info(path).get("stage")
 
 
 def position_limit(model_config) -> int | None:

@@ -12,21 +12,20 @@ import math
 import torch
 
 from rlhf.data import collate_pairs
+from rlhf.progress import phase_bar
 
 
 @torch.no_grad()
 def pair_rewards(model, pairs: list[dict], pad_id: int, batch_size: int, accelerator, progress: str = "") -> torch.Tensor:
     """(N, 2) rewards of [chosen, rejected] for every tokenized pair, gathered from all processes in order.
     ``progress``: a description to show a progress bar under (on the main process); empty: none."""
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     padded = math.ceil(len(pairs) / (batch_size * n_proc)) * batch_size * n_proc
     out = []
-    for start in tqdm(range(0, padded, batch_size * n_proc), desc=f"{progress} ({len(pairs)} pairs)", leave=False,
-                      disable=not progress or not accelerator.is_main_process):
+    for start in phase_bar(range(0, padded, batch_size * n_proc), progress, f"{len(pairs)} pairs",
+                           bool(progress) and accelerator.is_main_process):
         first = start + rank * batch_size  # the last batch repeats the last pair; the extra rows are cut below
         mine = [pairs[min(i, len(pairs) - 1)] for i in range(first, first + batch_size)]
         batch = collate_pairs(mine, pad_id)

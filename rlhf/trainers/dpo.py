@@ -12,6 +12,7 @@ from rlhf.data import collate_pairs
 from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
 from rlhf.models.loading import load_causal_lm, load_tokenizer
 from rlhf.models.policy_value import disable_dropout
+from rlhf.progress import phase_bar
 from rlhf.rollout.logprobs import sequence_logprobs
 from rlhf.trainers.datasets import load_train_eval_pairs, to_device, with_model_limits
 from rlhf.trainers.saving import finish_run
@@ -44,12 +45,10 @@ def pair_logprobs(model, batch: dict, length_normalize: bool) -> tuple[torch.Ten
 
 @torch.no_grad()
 def precompute_reference_logprobs(reference, pairs: list[dict], pad_id: int, batch_size: int, device,
-                                  length_normalize: bool, progress: bool = False) -> None:
-    """Store the reference's log-probs in every pair, so the reference can leave memory."""
-    from tqdm.auto import tqdm
-
-    for start in tqdm(range(0, len(pairs), batch_size), desc=f"reference log-probs ({len(pairs)} pairs)",
-                      leave=False, disable=not progress):
+                                  length_normalize: bool, progress: str = "") -> None:
+    """Store the reference's log-probs in every pair, so the reference can leave memory;
+    ``progress``: a description to show a progress bar under, empty for none."""
+    for start in phase_bar(range(0, len(pairs), batch_size), progress, f"{len(pairs)} pairs"):
         chunk = pairs[start:start + batch_size]
         batch = to_device(collate_pairs(chunk, pad_id), device)
         chosen, rejected = pair_logprobs(reference, batch, length_normalize)
@@ -58,17 +57,16 @@ def precompute_reference_logprobs(reference, pairs: list[dict], pad_id: int, bat
 
 
 @torch.no_grad()
-def evaluate(loss_on, model, pairs: list[dict], batch_size: int, accelerator, disable_tqdm: bool = False
+def evaluate(loss_on, model, pairs: list[dict], batch_size: int, accelerator, progress: str = ""
              ) -> dict[str, float]:
     """Held-out loss, implicit-reward accuracy and margin, averaged over pairs (every process
-    scores its share; a short last batch weighs what its pairs weigh)."""
-    from tqdm.auto import tqdm
-
+    scores its share; a short last batch weighs what its pairs weigh). ``progress``: a description
+    to show a progress bar under (main process), empty for none."""
     model.eval()
     mine = pairs[accelerator.process_index::accelerator.num_processes]
     entries = []
-    for start in tqdm(range(0, len(mine), batch_size), desc=f"dpo eval ({len(pairs)} pairs)", leave=False,
-                      disable=disable_tqdm or not accelerator.is_main_process):
+    for start in phase_bar(range(0, len(mine), batch_size), progress, f"{len(pairs)} pairs",
+                           bool(progress) and accelerator.is_main_process):
         chunk = mine[start:start + batch_size]
         loss, stats = loss_on(chunk)
         entries.append({"eval/loss": loss.item(), "eval/accuracy": float(stats["rewards/accuracy"]),
@@ -97,7 +95,8 @@ def run(config: DPOConfig) -> dict:
         for subset in (train_pairs, eval_pairs):
             precompute_reference_logprobs(reference, subset, pad_id, config.per_device_train_batch_size,
                                           accelerator.device, length_normalize,
-                                          progress=accelerator.is_main_process and not config.disable_tqdm)
+                                          progress="" if config.disable_tqdm or not accelerator.is_main_process
+                                          else "reference log-probs")
         reference = None
     lengths = [len(x["prompt_ids"]) + max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in train_pairs]
     run_ = SupervisedRun.start(config, accelerator, model, lengths, "dpo", postfix_keys=("loss/dpo", "rewards/accuracy"))
@@ -125,7 +124,7 @@ def run(config: DPOConfig) -> dict:
                "max_length": max_length, **data_info}
     if eval_pairs:
         eval_metrics = evaluate(loss_on, model, eval_pairs, config.per_device_train_batch_size, accelerator,
-                                disable_tqdm=config.disable_tqdm)
+                                progress="" if config.disable_tqdm else "dpo eval")
         run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
     return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "dpo",

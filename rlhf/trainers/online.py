@@ -23,16 +23,16 @@ from typing import Any, Callable
 import torch
 
 from rlhf.atomic_io import write_text_atomic
-from rlhf.data import (collate_prompts, describe_formats, load_prompts, main_format, tokenize_prompts,
-                       warn_if_template_unused)
+from rlhf.data import (collate_prompts, describe_formats, load_prompts, main_format, prompt_truncation_message,
+                       tokenize_prompts, warn_if_template_unused)
 from rlhf.data.templates import FORMAT_NAMES
 from rlhf.evaluation.policy_eval import evaluate_policy
-from rlhf.models.loading import (TRAINING_INFO_FILE, enable_gradient_checkpointing, load_causal_lm, load_tokenizer,
+from rlhf.models.loading import (enable_gradient_checkpointing, load_causal_lm, load_tokenizer, training_info,
                                  training_stage_of)
 from rlhf.models.lora import AdapterFreeReference, add_lora, merge_lora
 from rlhf.models.policy_value import disable_dropout
 from rlhf.rewards.functions import RewardFunction, check_reward_function, load_function
-from rlhf.rewards.scorers import FunctionScorer, RewardModelScorer
+from rlhf.rewards.scorers import POLICY_STAGES, FunctionScorer, RewardModelScorer
 from rlhf.rollout.generation import Rollout, SamplingParams, decode_responses, generate
 from rlhf.rollout.logprobs import response_logprobs
 from rlhf.rollout.prompts import PromptSampler
@@ -73,12 +73,8 @@ def tokenize_prompt_records(config, records, tokenizer, path: str, warn: bool = 
     prompts = tokenize_prompts(records, tokenizer, max_prompt_length=config.max_prompt_length,
                                prompt_truncation=config.prompt_truncation)
     if warn and (prompts.truncated or prompts.skipped_too_long):
-        done = {"skip": "were left out (prompt_truncation skip)", "left": "were cut from the left",
-                "keep_head": "were cut (keeping the template head and the end)"}[config.prompt_truncation]
-        too_long = prompts.truncated + prompts.skipped_too_long
-        warnings.warn(f"{path}: {too_long:,} of {len(records):,} prompts are longer "
-                      f"than max_prompt_length {config.max_prompt_length} tokens and {done}; raise --max_prompt_length "
-                      "to keep them whole", stacklevel=2)
+        warnings.warn(prompt_truncation_message(path, prompts.truncated + prompts.skipped_too_long, len(records),
+                                                config.max_prompt_length, config.prompt_truncation), stacklevel=2)
     return prompts
 
 
@@ -92,10 +88,7 @@ def prompt_summary(records, prompts) -> dict[str, Any]:
 def reward_model_prompt_format(path: str) -> str | None:
     """The format of the prompts a reward model was trained on (``prompt_format`` in its
     rlhf_training.json), or None when it does not say."""
-    try:
-        return json.loads((Path(path) / TRAINING_INFO_FILE).read_text(encoding="utf-8")).get("prompt_format")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return training_info(path).get("prompt_format")
 
 
 def warn_on_format_mismatch(config, records, tokenizer) -> None:
@@ -378,7 +371,7 @@ def keep_samples_until(path: Path, step: int) -> None:
 
 
 def _warn_if_not_sft(config, stage: str, accelerator) -> None:
-    if accelerator.is_main_process and training_stage_of(config.model_name_or_path) not in ("sft", "ppo", "dpo"):
+    if accelerator.is_main_process and training_stage_of(config.model_name_or_path) not in POLICY_STAGES:
         warnings.warn(f"{config.model_name_or_path} is not an `rlhf sft` checkpoint: {stage.upper()} from a model that "
                       "skipped SFT explores poorly and the KL anchor is a model that does not follow instructions",
                       stacklevel=3)

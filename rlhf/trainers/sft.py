@@ -14,6 +14,7 @@ from rlhf.config.sft import SFTConfig
 from rlhf.data import collate_sft, load_demonstrations, tokenize_demonstrations
 from rlhf.losses import sft_loss
 from rlhf.models.loading import load_model_and_tokenizer
+from rlhf.progress import phase_bar
 from rlhf.trainers.datasets import load_train_eval, to_device, with_model_limits
 from rlhf.trainers.saving import finish_run
 from rlhf.trainers.setup import check_output_dir, make_accelerator, seed_everything
@@ -93,14 +94,12 @@ def evaluate(model, examples: list[dict], pad_id: int, batch_size: int, accelera
              ) -> dict[str, float]:
     """Token-weighted held-out loss and perplexity over every process's share of ``examples``;
     ``progress``: a description to show a progress bar under (main process), empty for none."""
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     total = torch.zeros(2, device=accelerator.device)  # (sum of token losses, token count)
     starts = range(accelerator.process_index * batch_size, len(examples), batch_size * accelerator.num_processes)
-    for start in tqdm(starts, desc=f"{progress} ({len(examples)} examples)", leave=False,
-                      disable=not progress or not accelerator.is_main_process):
+    for start in phase_bar(starts, progress, f"{len(examples)} examples",
+                           bool(progress) and accelerator.is_main_process):
         batch = to_device(collate_sft(examples[start:start + batch_size], pad_id), accelerator.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         n_tokens = (batch["labels"][:, 1:] != -100).sum()

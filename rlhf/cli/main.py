@@ -15,7 +15,8 @@ import sys
 import warnings
 from typing import Sequence
 
-# stage -> (module holding CONFIG_CLASS and run(config), one-line description)
+# stage -> (module holding CONFIG_CLASS and run(config), one-line description). A command group
+# (``rlhf label init``) is a module holding COMMANDS, a dict of the same shape, instead.
 STAGES: dict[str, tuple[str, str]] = {
     "sft": ("rlhf.trainers.sft", "Stage 1: supervised fine-tuning on (prompt, completion) demonstrations."),
     "rm": ("rlhf.trainers.reward", "Stage 2: train a reward model on pairwise comparisons (Bradley-Terry)."),
@@ -89,20 +90,48 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 _PYTHON_FORMATWARNING = warnings.formatwarning
 
 
+def _resolve_command(stage: str, argv: list[str]) -> tuple[str, str, str, list[str]]:
+    """(display name, module, description, remaining argv) of ``rlhf stage [subcommand] ...``."""
+    module_name, description = STAGES[stage]
+    module = importlib.import_module(module_name)
+    commands = getattr(module, "COMMANDS", None)
+    if commands is None:
+        return stage, module_name, description, argv
+    width = max(len(name) for name in commands)
+    listing = "\n".join(f"  {name.ljust(width)}  {text}" for name, (_, text) in commands.items())
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        raise _GroupHelp(f"usage: rlhf {stage} <command> [--option value ...]\n\n{description}\n\ncommands:\n{listing}")
+    if argv[0] not in commands:
+        from rlhf.errors import ConfigError
+
+        raise ConfigError(f"unknown command {argv[0]!r} for rlhf {stage}; commands:\n{listing}")
+    sub_module, sub_description = commands[argv[0]]
+    return f"{stage} {argv[0]}", sub_module, sub_description, argv[1:]
+
+
+class _GroupHelp(Exception):
+    """``rlhf <group> --help``: the group's commands, printed to stdout."""
+
+
 def _run_stage(stage: str, argv: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars drown our own progress bar
-    module = importlib.import_module(STAGES[stage][0])
+    try:
+        name, module_name, description, argv = _resolve_command(stage, argv)
+    except _GroupHelp as help_text:
+        print(help_text)
+        return 0
+    module = importlib.import_module(module_name)
     from rlhf.config.base import parse_config
     from rlhf.trainers.signals import TrainingInterrupted
 
     try:
-        config = parse_config(module.CONFIG_CLASS, argv, prog=f"rlhf {stage}", description=STAGES[stage][1],
+        config = parse_config(module.CONFIG_CLASS, argv, prog=f"rlhf {name}", description=description,
                               defaults=_default_model(module.CONFIG_CLASS))
         module.run(config)
     except TrainingInterrupted as stop:
-        print(f"rlhf {stage}: {stop}", file=sys.stderr)
+        print(f"rlhf {name}: {stop}", file=sys.stderr)
         return 128 + stop.signum  # the shell's convention for "ended by this signal"
     return 0
 

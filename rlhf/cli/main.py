@@ -102,7 +102,7 @@ def _resolve_command(stage: str, argv: list[str]) -> tuple[str, str, str, list[s
     if not argv or argv[0] in ("-h", "--help", "help"):
         raise _GroupHelp(f"usage: rlhf {stage} <command> [--option value ...]\n\n{description}\n\ncommands:\n{listing}")
     if argv[0] not in commands:
-        from rlhf.errors import ConfigError
+        from rlhf.config.base import ConfigError
 
         raise ConfigError(f"unknown command {argv[0]!r} for rlhf {stage}; commands:\n{listing}")
     sub_module, sub_description = commands[argv[0]]

@@ -20,6 +20,7 @@ Stages (B rows of a batch, E PPO epochs):
                + E (3 F(T) + 6 d V R (policy) + 3 F(T) (value))]
              The old log-probs come from the sampling pass: TRL reuses the sampling logits,
              ours recomputes them with one more policy forward, which is not counted.
+    grpo     B [gen(P, R) + F(T) (reward) + F(T) + 2dVR (reference) + 3 F(T) + 6 d V R (policy)]
 Stdlib only.
 """
 
@@ -73,6 +74,14 @@ def ppo(shape: dict, B: int, P: int, R: int, epochs: int) -> float:
     return B * (rollout + train)
 
 
+def grpo(shape: dict, B: int, P: int, R: int) -> float:
+    """B responses: generation, reward and reference forwards, one policy forward + backward (on-policy:
+    the old log-probs are the sampling pass's, or the detached training forward's)."""
+    T = P + R
+    rollout = generation(shape, P, R) + 2 * forward(shape, T) + logits(shape, R, False)
+    return B * (rollout + 3 * forward(shape, T) + logits(shape, R, True))
+
+
 def flops_per_update(stage: str, shape: dict, job: dict, consts, hh_rows: list | None = None) -> list[float] | float:
     """FLOPs of one update (for HH: a list, one per batch in order)."""
     W = consts
@@ -88,4 +97,6 @@ def flops_per_update(stage: str, shape: dict, job: dict, consts, hh_rows: list |
         return [f(shape, [tuple(r) for r in batch]) for batch in hh_rows]
     if stage == "ppo":
         return ppo(shape, job["batch"], W.PPO_PROMPT, job["response"], W.PPO_EPOCHS)
+    if stage == "grpo":
+        return grpo(shape, job["batch"], W.PPO_PROMPT, job["response"])
     raise ValueError(stage)

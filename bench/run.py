@@ -27,7 +27,7 @@ import report  # noqa: E402
 import workload as W  # noqa: E402
 
 ROOT = W.BENCH.parent
-STAGES = ("sft", "rm", "dpo", "ppo", "rm_hh", "dpo_hh")
+STAGES = ("sft", "rm", "dpo", "ppo", "rm_hh", "dpo_hh", "grpo")
 
 
 def ours_python() -> str:
@@ -94,18 +94,20 @@ def run_worker(lib: str, job: dict, repeat: int, out_dir: Path, timeout: int) ->
     job_file.write_text(json.dumps({**job, "run_dir": str(run_dir)}))
     python = ours_python() if lib == "ours" else trl_python(job["stage"])
     script = W.BENCH / ("worker_ours.py" if lib == "ours" else "worker_trl.py")
+    env = worker_env()
     load_before = os.getloadavg()
     t0 = time.time()
     with open(runs / "logs" / f"{name}.log", "w") as log:
         try:
             code = subprocess.run([python, str(script), str(job_file), str(result_file)], stdout=log, stderr=log,
-                                  env=worker_env(), cwd=ROOT, timeout=timeout).returncode
+                                  env=env, cwd=ROOT, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
     wall = time.time() - t0
+    omp = {k: env.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints and saved models are not needed
     info = {"name": name, "exit_code": code, "wall_s": round(wall, 1), "load_before": load_before,
-            "load_after": os.getloadavg(), "log": str(runs / "logs" / f"{name}.log")}
+            "load_after": os.getloadavg(), "omp": omp, "log": str(runs / "logs" / f"{name}.log")}
     if code != 0 or not result_file.exists():
         print(f"  FAILED {name} ({code}); see {info['log']}", flush=True)
         return info
@@ -130,6 +132,8 @@ def main() -> int:
     parser.add_argument("--scaling-model", default="a", help="model of the PPO sweep")
     parser.add_argument("--options", action="store_true",
                         help="also time our PPO with a shared value head, with LoRA, and with both (ours only)")
+    parser.add_argument("--option-names", default=None,
+                        help=f"with --options, only these (comma list of {','.join(W.PPO_OPTIONS)})")
     parser.add_argument("--libs", default="ours,trl")
     parser.add_argument("--out", default=None, help="results folder (default bench/results/<full|quick>-<time>)")
     parser.add_argument("--timeout", type=int, default=5400, help="seconds allowed per worker run")
@@ -161,6 +165,8 @@ def main() -> int:
     subprocess.run([ours_python(), str(W.BENCH / "prepare.py"), "--models", ",".join(needed_models)], check=True,
                    env=worker_env(), stdout=subprocess.DEVNULL)
     jobs = W.plan(args.quick, models, stages, not args.no_scaling, args.scaling_model, args.options)
+    if args.option_names:
+        jobs = [j for j in jobs if j.get("option") in (None, *args.option_names.split(","))]
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:], "quick": args.quick,
             "repeats": args.repeats, "libs": libs, "jobs": jobs, "machine": {
                 "cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),

@@ -47,6 +47,13 @@ def cli_args(job: dict, output_dir: str) -> list[str]:
                 "--max_prompt_length", str(W.PPO_PROMPT), "--sample_every", "0",
                 # TRL's PPO never clips gradients; ours with 0 still computes the norm (clip at inf).
                 "--max_grad_norm", "0", *W.PPO_OPTIONS.get(job.get("option", ""), [])]
+    if stage == "grpo":
+        return ["grpo", *common, "--prompts_file", a["prompt_data"], "--reward_model_path", a["reward"],
+                "--rollout_batch_size", str(W.GRPO_PROMPTS), "--num_generations", str(W.GRPO_G),
+                "--per_device_train_batch_size", str(W.GRPO_PROMPTS * W.GRPO_G), "--num_iterations", "1",
+                "--beta", str(W.GRPO_BETA), "--loss_type", "token", "--temperature", str(W.PPO_TEMPERATURE),
+                "--max_new_tokens", str(job["response"]), "--max_prompt_length", str(W.PPO_PROMPT),
+                "--sample_every", "0", "--learning_rate", "1e-6"]  # TRL's GRPO clips at 1.0, as ours
     raise ValueError(f"unknown stage {stage}")
 
 

@@ -97,6 +97,10 @@ def build_trainer(job: dict, probe: P.Probe):
                           callbacks=callbacks)
     if stage == "ppo":
         return build_ppo(job, a, tokenizer, callbacks)
+    if stage == "grpo":
+        from trl_grpo import build_grpo
+
+        return build_grpo(job, a, tokenizer, callbacks, common_args(job))
     raise ValueError(f"unknown stage {stage}")
 
 
@@ -156,6 +160,10 @@ def main() -> int:
 
     result = {"lib": "trl", "job": job, "exit_code": 0, **probe.result(), "trainer": describe(trainer),
               "versions": {"trl": trl.__version__, "transformers": transformers.__version__}}
+    if job["stage"] == "grpo":
+        from trl_grpo import DROPPED
+
+        result["dropped_options"] = DROPPED
     P.write_json(result_path, result)
     return 0
 

@@ -42,7 +42,14 @@ PPO_OPTIONS = {
     "lora": ["--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32", "--lora_target_modules", "all-linear"],
     "lora_shared": ["--value_model", "shared", "--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32",
                     "--lora_target_modules", "all-linear"],
+    # Identical work to the baseline, compiled (issue 19): its first update carries the compile time.
+    "compile": ["--torch_compile", "true"],
 }
+
+# GRPO: GRPO_PROMPTS prompts of PPO_PROMPT tokens, each answered GRPO_G times (16 responses of up to
+# PPO_RESPONSE tokens at PPO_TEMPERATURE), a reward model, the reference for beta * k3 in the loss,
+# one pass (num_iterations 1), one optimizer step on the 16 responses, token-level loss (TRL's bnpo).
+GRPO_PROMPTS, GRPO_G, GRPO_BETA = 4, 4, 0.04
 
 # Which venv runs which library. PPO left TRL's core after 1.12 (trl.experimental.ppo).
 TRL_VENV = {"ppo": "trl112", "other": "trl116"}
@@ -54,6 +61,8 @@ STAGE_UNITS = {
     "rm": "one optimizer step on 16 pairs (32 sequences of 128 tokens)",
     "dpo": "one optimizer step on 16 pairs (policy forward+backward and reference forward on 32 sequences of 128)",
     "ppo": "one PPO step: generate, score, reference and value forwards, 4 epochs x 4 minibatches (16 optimizer steps)",
+    "grpo": "one GRPO step: 4 prompts x G=4 responses of 32 tokens, reward model and reference forwards, "
+            "one optimizer step on the 16 responses",
     "rm_hh": "one optimizer step on 16 HH-RLHF pairs (natural lengths, <= 512 tokens)",
     "dpo_hh": "one optimizer step on 16 HH-RLHF pairs (natural lengths, <= 512 tokens)",
 }
@@ -80,6 +89,8 @@ def plan(quick: bool, models: list[str], stages: list[str], scaling: bool, scali
             job = {"stage": stage, "model": model, "warmup": warmup, "updates": updates}
             if stage == "ppo":
                 job.update(batch=PPO_BATCH, response=PPO_RESPONSE)
+            if stage == "grpo":  # batch counts responses, as PPO's episodes
+                job.update(batch=GRPO_PROMPTS * GRPO_G, response=PPO_RESPONSE)
             jobs.append(job)
     if scaling and "ppo" in stages:
         shapes = [(PPO_BATCH, r) for r in PPO_SCALING_RESPONSES] + [(b, PPO_RESPONSE) for b in PPO_SCALING_BATCHES]

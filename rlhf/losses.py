@@ -74,7 +74,8 @@ def pairwise_rm_loss(
         loss = losses.mean()
     else:
         _check_same_shape(chosen_rewards=chosen_rewards, weights=weights)
-        loss = (weights * losses).sum() / weights.sum()
+        # A batch whose pairs all weigh 0 (e.g. from flagged labelers) teaches nothing: loss 0, not 0/0.
+        loss = (weights * losses).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
     if center_coef:
         loss = loss + center_coef * ((chosen_rewards + rejected_rewards) ** 2).mean()
     stats = {"accuracy": (diff > 0).float().mean().detach(), "margin": diff.mean().detach()}
@@ -184,13 +185,33 @@ def hinge_loss(
 # ---------------------------------------------------------------------------
 
 
+def aggregate_token_losses(losses: Tensor, mask: Tensor, aggregation: str = "token") -> Tensor:
+    """One scalar from per-token losses (B, T):
+
+        token    = sum_{i,t} l_it / sum_i |y_i|        every token weighs the same (TRL's bnpo / dapo, PPO)
+        sequence = (1/B) sum_i (1/|y_i|) sum_t l_it    every response weighs the same (TRL's grpo)
+
+    With "sequence" a long response's tokens each count less, which biases toward long wrong answers and
+    short right ones (Liu et al. 2025, arXiv:2503.20783, section 3.1)."""
+    if aggregation == "token":
+        return masked_mean(losses, mask)
+    if aggregation == "sequence":
+        return masked_mean(losses, mask, dim=1).mean()
+    raise ValueError(f"aggregation must be token or sequence, got {aggregation!r}")
+
+
 def ppo_policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float,
+    cliprange_high: float | None = None, aggregation: str = "token",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped surrogate, PPO eq. 7, as a loss to minimise (masked mean over response tokens):
 
         ratio   = exp(logprobs - old_logprobs)
-        pg_loss = mean max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))
+        pg_loss = mean max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high))
+
+    eps_high = cliprange_high, or cliprange when None (PPO). A larger upper clip lets unlikely tokens with
+    a positive advantage gain more per update ("clip-higher", DAPO, Yu et al. 2025, arXiv:2503.14476 eq. 10).
+    aggregation: how per-token losses become one number (``aggregate_token_losses``; PPO's is token).
 
     stats: clipfrac = fraction of tokens where the clipped term is the active one;
     approx_kl = mean((ratio - 1) - log ratio), the k3 estimate of KL[pi_old || pi] from samples of pi_old
@@ -201,8 +222,9 @@ def ppo_policy_loss(
     advantages = select(advantages, mask)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
     pg_losses = -advantages * ratio  # (B, T)
-    pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)  # (B, T)
-    pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
+    upper = cliprange if cliprange_high is None else cliprange_high
+    pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + upper)  # (B, T)
+    pg_loss = aggregate_token_losses(torch.max(pg_losses, pg_losses2), mask, aggregation)
 
     with torch.no_grad():
         stats = {
@@ -236,3 +258,16 @@ def ppo_value_loss(
     vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
     stats = {"vf_clipfrac": masked_mean((vf_losses2 > vf_losses1).float(), mask).detach()}
     return vf_loss, stats
+
+
+def kl_loss_k3(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, aggregation: str = "token") -> Tensor:
+    """The KL to the reference as a loss term (GRPO, Shao et al. 2024 eq. 4), the k3 estimator per token:
+
+        D_t = pi_ref / pi - log(pi_ref / pi) - 1   >= 0, unbiased for KL[pi || pi_ref] on samples of pi
+
+    Differentiated, its expectation on samples of pi is E[(1 - pi_ref/pi) grad log pi] = grad KL[pi_ref || pi]:
+    the forward KL's gradient, not that of the reverse KL it estimates (k1's expected gradient is 0). Both pull
+    pi toward pi_ref; that is what GRPO and TRL use. The caller multiplies by beta; aggregated like the policy loss."""
+    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    log_r = select(ref_logprobs, mask) - select(logprobs, mask)  # (B, T), 0 on padding
+    return aggregate_token_losses(torch.expm1(log_r) - log_r, mask, aggregation)

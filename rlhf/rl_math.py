@@ -245,3 +245,93 @@ def normalize_scores(scores: Tensor, mean: float, std: float, clip: float | None
     if clip is not None:
         normalized = normalized.clamp(-clip, clip)
     return normalized
+
+
+# ---------------------------------------------------------------------------
+# Critic-free advantages (GRPO, Dr. GRPO, RLOO, REINFORCE++)
+# `scores` is (B,) with B = num_prompts * G: the G responses to one prompt are contiguous,
+# scores[p * G:(p + 1) * G]. A sequence-level advantage (B,) is the same for every token of its
+# response; the REINFORCE++ forms are per token, (B, T).
+# ---------------------------------------------------------------------------
+
+
+def group_scores(scores: Tensor, num_generations: int) -> Tensor:
+    """(B,) -> (B / G, G): one row per prompt, its G responses' scores in order."""
+    if scores.dim() != 1 or num_generations < 1 or scores.numel() % num_generations:
+        raise ValueError(f"scores must be (num_prompts * G,) with G = {num_generations}, got {tuple(scores.shape)}")
+    return scores.view(-1, num_generations)  # (P, G)
+
+
+def grpo_advantages(scores: Tensor, num_generations: int, scale_rewards: str = "group", eps: float = 1e-4) -> Tensor:
+    """GRPO (Shao et al. 2024, arXiv:2402.03300, section 4.1.2, outcome supervision):
+
+        A_i = (r_i - mean_g r) / (std_g r + eps)     over the G responses g to the same prompt
+
+    std is the unbiased one and eps = 1e-4, as in TRL. scale_rewards: "group" (above), "batch" (divide by
+    the std of all B scores instead, TRL >= 0.22), "none" (no division: Dr. GRPO). A group whose rewards are
+    all equal gets A = 0 whatever the scaling: it carries no signal (see frac_reward_zero_std)."""
+    grouped = group_scores(scores, num_generations)  # (P, G)
+    centered = (grouped - grouped.mean(1, keepdim=True)).flatten()  # (B,)
+    if scale_rewards == "group":
+        std = grouped.std(1, keepdim=True).expand_as(grouped).flatten() if num_generations > 1 else torch.zeros_like(
+            centered)  # (B,)
+    elif scale_rewards == "batch":
+        std = scores.std() if scores.numel() > 1 else torch.zeros((), dtype=scores.dtype)
+    elif scale_rewards == "none":
+        return centered
+    else:
+        raise ValueError(f"scale_rewards must be group, batch or none, got {scale_rewards!r}")
+    return centered / (std + eps)
+
+
+def dr_grpo_advantages(scores: Tensor, num_generations: int) -> Tensor:
+    """Dr. GRPO (Liu et al. 2025, arXiv:2503.20783, "GRPO done right"): A_i = r_i - mean_g r.
+
+    Dividing by the group's std weights prompts that are nearly always solved (or never) the most;
+    without it every group counts by its rewards' spread."""
+    return grpo_advantages(scores, num_generations, scale_rewards="none")
+
+
+def rloo_advantages(scores: Tensor, num_generations: int) -> Tensor:
+    """RLOO (Ahmadian et al. 2024, arXiv:2402.14740, eq. 5; Kool et al. 2019): the baseline of each
+    response is the mean of the OTHER G - 1 responses to its prompt, so it is independent of the sample:
+
+        A_i = r_i - (1 / (G - 1)) sum_{j != i} r_j = G / (G - 1) * (r_i - mean_g r)"""
+    if num_generations < 2:
+        raise ValueError("RLOO needs at least 2 responses per prompt (num_generations >= 2)")
+    grouped = group_scores(scores, num_generations)  # (P, G)
+    others = (grouped.sum(1, keepdim=True) - grouped) / (num_generations - 1)  # (P, G)
+    return (grouped - others).flatten()  # (B,)
+
+
+def reverse_cumsum(rewards: Tensor, mask: Tensor) -> Tensor:
+    """Returns-to-go with gamma = 1: G_t = sum_{s >= t} r_s within each row, 0 on padding."""
+    rewards = select(rewards, mask)  # (B, T)
+    return select(rewards.flip(1).cumsum(1).flip(1), mask)  # (B, T)
+
+
+def reinforce_pp_advantages(scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kl_coef: float,
+                            estimator: str = "k1") -> Tensor:
+    """REINFORCE++ (Hu et al. 2025, arXiv:2501.03262, eqs. 2-4; OpenRLHF `reinforce`):
+
+        r_t = -beta * KL_t  (+ the score at the last response token)    per-token KL-shaped reward
+        G_t = sum_{s >= t} r_s                                           returns, gamma = 1
+        A_t = (G_t - mean G) / std G                                     whitened over the batch's tokens
+
+    No critic and no groups: the batch statistics are the baseline. Returns (B, T), 0 on padding."""
+    rewards, _, _ = kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, estimator)  # (B, T)
+    return masked_whiten(reverse_cumsum(rewards, mask), mask)
+
+
+def reinforce_pp_baseline_advantages(scores: Tensor, num_generations: int, logprobs: Tensor, ref_logprobs: Tensor,
+                                     mask: Tensor, kl_coef: float, estimator: str = "k1") -> Tensor:
+    """REINFORCE++-baseline (Hu et al. 2025, section 3; OpenRLHF `reinforce_baseline`): each score minus its
+    group's mean first (which removes the prompt's difficulty), then REINFORCE++ on those scores. Returns (B, T)."""
+    centered = dr_grpo_advantages(scores, num_generations)  # (B,)
+    return reinforce_pp_advantages(centered, logprobs, ref_logprobs, mask, kl_coef, estimator)
+
+
+def frac_zero_std_groups(scores: Tensor, num_generations: int) -> Tensor:
+    """Fraction of prompts whose G rewards are all equal: their group-relative advantages are 0, no signal."""
+    grouped = group_scores(scores, num_generations)  # (P, G)
+    return (grouped.max(1).values == grouped.min(1).values).float().mean()

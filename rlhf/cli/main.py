@@ -21,9 +21,19 @@ STAGES: dict[str, tuple[str, str]] = {
     "sft": ("rlhf.trainers.sft", "Stage 1: supervised fine-tuning on (prompt, completion) demonstrations."),
     "rm": ("rlhf.trainers.reward", "Stage 2: train a reward model on pairwise comparisons (Bradley-Terry)."),
     "ppo": ("rlhf.trainers.ppo", "Stage 3: PPO against a frozen reward model with a per-token KL penalty."),
+    "grpo": ("rlhf.trainers.grpo", "Critic-free RL: GRPO, Dr. GRPO, RLOO, REINFORCE++ (G responses per prompt)."),
     "dpo": ("rlhf.trainers.dpo", "Direct Preference Optimization (and IPO, hinge, conservative DPO)."),
     "demo": ("rlhf.pipeline.demo", "Run the whole pipeline on the embedded task and measure whether RLHF worked."),
     "pipeline": ("rlhf.pipeline.pipeline", "Run SFT -> RM -> PPO on your own models and data from one YAML file."),
+    "plan": ("rlhf.evaluation.plan", "Memory per device of PPO's four roles, from the models' config.json alone."),
+    "gsm8k-eval": ("rlhf.evaluation.gsm8k", "GSM8K test accuracy of a policy: greedy, a fixed subset, with a standard error."),
+    "best-of-n": ("rlhf.evaluation.best_of_n", "Sample n responses per prompt, keep the one the reward scores highest."),
+    "rm-ensemble": ("rlhf.trainers.reward_ensemble", "Train K reward models differing in seed (and data bootstrap)."),
+    "iterate": ("rlhf.pipeline.iterate", "Iterative RLHF: rounds of sample, label, reward model, policy, evaluate."),
+    "overopt": ("rlhf.pipeline.overopt", "Measure reward over-optimisation on the embedded task (Gao et al. curves)."),
+    "ai": ("rlhf.cli.ai", "Feedback from AI: judges rank candidates, critique-and-revision (docs/ai_feedback.md)."),
+    "label": ("rlhf.cli.label", "Feedback from people: a labeling project, its labelers, export (docs/labeling.md)."),
+    "serve": ("rlhf.cli.serve", "The web app: labeling, admin and the dashboard of runs (docs/labeling.md)."),
 }
 
 
@@ -123,6 +133,9 @@ def _run_stage(stage: str, argv: list[str]) -> int:
         print(help_text)
         return 0
     module = importlib.import_module(module_name)
+    positional = getattr(module, "POSITIONAL", None)  # `rlhf label add-labeler alice` = --name alice
+    if positional:
+        argv = _positional_to_option(argv, positional)
     from rlhf.config.base import parse_config
     from rlhf.trainers.signals import TrainingInterrupted
 
@@ -134,6 +147,21 @@ def _run_stage(stage: str, argv: list[str]) -> int:
         print(f"rlhf {name}: {stop}", file=sys.stderr)
         return 128 + stop.signum  # the shell's convention for "ended by this signal"
     return 0
+
+
+def _positional_to_option(argv: list[str], name: str) -> list[str]:
+    """The first bare word that is not an option's value becomes ``--name word`` (every option
+    of such a command takes a value: ``--db X alice`` and ``alice --db X`` both work)."""
+    rest, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            takes_value = "=" not in arg and i + 1 < len(argv)
+            rest += argv[i:i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+            continue
+        return [f"--{name}", arg, *rest, *argv[i + 1:]]
+    return rest
 
 
 def _default_model(config_cls) -> dict[str, str]:

@@ -118,6 +118,26 @@ class TrainingConfig:
         metadata={"help": "Recompute activations in the backward pass instead of storing them: less memory, "
                   "about a third more compute (transformers' gradient_checkpointing_enable)."},
     )
+    # LoRA (peft), TRL's option names; what each stage adapts is in docs/lora.md
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train LoRA adapters on a frozen backbone instead of all weights (the reward and value "
+                  "models' scalar heads stay fully trained). The frozen reference of PPO and DPO is then the policy "
+                  "with its adapters disabled, so no second copy of the model is loaded. The saved model "
+                  "(output_dir/model) has the adapters merged; the adapter alone is saved to output_dir/adapter."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the LoRA input. PPO and DPO need a deterministic forward (the ratio pi / pi_old, "
+                  "the log-ratios to the reference), so there any value is set to 0, as for the model's own dropout."},
+    )
+    lora_target_modules: str = field(
+        default="",
+        metadata={"help": "Comma-separated module names to adapt, or all-linear; empty: peft's default for the "
+                  "architecture (GPT-2: c_attn; Llama: q_proj,v_proj)."},
+    )
     truncation: bool = field(
         default=True,
         metadata={"help": "Truncate sequences longer than max_length; when false, such a record is an error."},
@@ -156,6 +176,10 @@ class TrainingConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ConfigError("set max_steps > 0 or num_train_epochs > 0")
+        if self.use_peft and self.lora_r <= 0:
+            raise ConfigError(f"lora_r must be > 0, got {self.lora_r}")
+        if self.use_peft and getattr(self, "ref_model_path", ""):
+            raise ConfigError("with use_peft the reference is the policy with adapters disabled: leave ref_model_path empty")
 
     def allowed_changes(self) -> list[str]:
         """The options ``--resume`` lets differ from the saved config (``resume_allow_changes``)."""

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from rlhf.config.base import ConfigError, TrainingConfig
 from rlhf.config.data_fields import (APPLY_CHAT_TEMPLATE_HELP, PROMPT_FIELD_HELP, PROMPT_TRUNCATION_HELP,
                                     PROMPT_TRUNCATION_MODES, validate_field_names)
+from rlhf.config.monitors import MonitorOptions
+
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
-class PPOConfig(TrainingConfig):
+class PPOConfig(MonitorOptions, TrainingConfig):
     """Token-level PPO (Ziegler et al. 2019; InstructGPT section 3.5, "RL").
 
     One step = one rollout of ``rollout_batch_size`` prompts per process, then ``ppo_epochs``
@@ -57,26 +60,6 @@ class PPOConfig(TrainingConfig):
         metadata={"help": "Accept a value_model_path without a trained scalar head (e.g. the SFT model) and start "
                   "its value head at random; without it such a path is refused, as it usually names the wrong model."},
     )
-    # LoRA (peft), TRL's option names
-    use_peft: bool = field(
-        default=False,
-        metadata={"help": "Train LoRA adapters instead of all weights, on the policy and on a separate value model's "
-                  "backbone (value heads stay fully trained). The reference is then the policy with its adapters "
-                  "disabled, so no second copy of the model is loaded. The saved model has the adapters merged; "
-                  "the policy's adapter alone is saved to output_dir/adapter."},
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
-    lora_dropout: float = field(
-        default=0.0,
-        metadata={"help": "Dropout on the LoRA input. PPO needs a deterministic forward (the ratio pi / pi_old), "
-                  "so any value is set to 0 during training, as for the model's own dropout."},
-    )
-    lora_target_modules: str = field(
-        default="",
-        metadata={"help": "Comma-separated module names to adapt, or all-linear; empty: peft's default for the "
-                  "architecture (GPT-2: c_attn; Llama: q_proj,v_proj)."},
-    )
     prompts_file: str = field(default="", metadata={"help": "Prompts ({prompt} or conversational) for rollouts."})
     eval_prompts_file: str = field(default="", metadata={"help": "Held-out prompts scored at the end (and every eval_steps)."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate on eval_prompts_file every this many PPO steps (0: only at the end)."})
@@ -103,6 +86,12 @@ class PPOConfig(TrainingConfig):
         default=0.0,
         metadata={"help": "Subtracted from the score of a response that never reaches end-of-text (0: off)."},
     )
+    skip_bad_rewards: bool = field(
+        default=False,
+        metadata={"help": "When reward_function raises or returns NaN/inf for a response, skip that sample (no "
+                  "gradient; counted as objective/skipped_rewards; the first is reported in a warning) instead "
+                  "of stopping with an error naming the function and the prompt. Never averaged in."},
+    )
     reward_normalization: str = field(
         default="running",
         metadata={"help": "none; running (running mean/std of scores); rm_stats (the reward model's saved training mean/std)."},
@@ -121,6 +110,18 @@ class PPOConfig(TrainingConfig):
     cliprange_value: float = field(default=0.2, metadata={"help": "Value clip around the rollout's values."})
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss in the joint loss."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus weight (0: none)."})
+    # Speed
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the policy-and-value forward (and backward) of the PPO update with torch.compile "
+                  "(inductor, dynamic shapes; on CPU it needs g++). Same numbers as eager to float tolerance; the "
+                  "first updates pay the compile time. Off by default until a quiet benchmark shows it wins."},
+    )
+    torch_compile_mode: str = field(
+        default="default",
+        metadata={"help": "torch.compile mode with torch_compile: default, reduce-overhead, max-autotune or "
+                  "max-autotune-no-cudagraphs."},
+    )
     # Reporting
     gold_reward_function: str = field(
         default="",
@@ -148,10 +149,6 @@ class PPOConfig(TrainingConfig):
             raise ConfigError("ppo needs exactly one of --reward_model_path and --reward_function")
         if self.value_model not in ("separate", "shared"):
             raise ConfigError(f"value_model must be separate or shared, got {self.value_model!r}")
-        if self.use_peft and self.lora_r <= 0:
-            raise ConfigError(f"lora_r must be > 0, got {self.lora_r}")
-        if self.use_peft and self.ref_model_path:
-            raise ConfigError("with use_peft the reference is the policy with adapters disabled: leave ref_model_path empty")
         if self.reward_aggregation not in ("mean", "min", "mean_minus_std"):
             raise ConfigError(f"reward_aggregation must be mean, min or mean_minus_std, got {self.reward_aggregation!r}")
         if self.reward_uncertainty_coef < 0:
@@ -169,6 +166,9 @@ class PPOConfig(TrainingConfig):
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ConfigError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), "
                               f"got {self.min_new_tokens}")
+        if self.torch_compile_mode not in TORCH_COMPILE_MODES:
+            raise ConfigError(f"torch_compile_mode must be one of {', '.join(TORCH_COMPILE_MODES)}, "
+                              f"got {self.torch_compile_mode!r}")
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0 (log-probs are taken at the sampling temperature)")
         if self.max_steps <= 0:

@@ -44,12 +44,13 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[dict], sampling:
         if logprobs is None:
             logprobs = response_logprobs(policy, rollout.query_responses, rollout.attention_mask,
                                          rollout.prompt_length, sampling.temperature)
-        ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask,
-                                         rollout.prompt_length, sampling.temperature)
         prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
         response_texts = decode_responses(tokenizer, rollout)
-        sums = {"kl": select(logprobs - ref_logprobs, mask).sum().item(), "length": mask.sum().item(),
-                "ended_frac": rollout.ended.float().sum().item()}
+        sums = {"length": mask.sum().item(), "ended_frac": rollout.ended.float().sum().item()}
+        if reference is not None:  # None: a run without a reference (GRPO with beta 0) reports no KL
+            ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask,
+                                             rollout.prompt_length, sampling.temperature)
+            sums["kl"] = select(logprobs - ref_logprobs, mask).sum().item()
         records = [{"prompt": p, "response": r, "ended": e}
                    for p, r, e in zip(prompt_texts, response_texts, rollout.ended.tolist())]
         if reward is not None:

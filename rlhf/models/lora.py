@@ -1,14 +1,24 @@
 """LoRA (Hu et al. 2021) through peft: low-rank adapters on a frozen backbone.
 
-For PPO it saves twice. Only the adapters (and the value head) are trained, so the optimizer
-holds a fraction of the weights and backward computes no weight gradients for the backbone;
-and the frozen reference needs no copy of its own: it is the policy with its adapters
+Every stage takes the same options (``--use_peft``, ``--lora_r``, ...). It saves twice. Only the
+adapters (and a reward or value model's scalar head) are trained, so the optimizer holds a
+fraction of the weights and backward computes no weight gradients for the backbone; and the
+frozen reference of PPO and DPO needs no copy of its own: it is the policy with its adapters
 switched off, which is exactly the starting (SFT) policy.
+
+A reward or value model (``ScalarModel``) gets its adapters on the backbone only: the scalar head
+is new (or a reward model's) and is trained in full, as TRL's ``modules_to_save`` would.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+from rlhf.models.scalar_model import ScalarModel
+
+SCALAR_HEAD_FILE = "scalar_head.safetensors"  # a reward model's head, saved beside its adapter
 
 
 def lora_config(config, task_type: str | None):
@@ -55,3 +65,39 @@ class AdapterFreeReference:
         with torch.no_grad(), self.peft_model.disable_adapter():
             return self.peft_model(**kwargs)
 
+
+
+def add_lora_to_scalar_model(model: ScalarModel, config) -> ScalarModel:
+    """Adapters on a reward/value model's backbone; its scalar head stays fully trainable."""
+    model.backbone = add_lora(model.backbone, config, task_type=None)
+    return model
+
+
+def merge_adapters(model):
+    """``merge_lora`` for a policy or a ScalarModel (whose adapters sit on its backbone)."""
+    if isinstance(model, ScalarModel):
+        model.backbone = merge_lora(model.backbone)
+        return model
+    return merge_lora(model)
+
+
+class ScalarAdapter(torch.nn.Module):
+    """What a reward model trained with LoRA saves as its adapter: peft's adapter of the backbone
+    (adapter_config.json, adapter_model.safetensors) and, beside it, the fully trained scalar
+    head (SCALAR_HEAD_FILE), without which the adapter alone scores nothing."""
+
+    def __init__(self, model: ScalarModel):
+        super().__init__()
+        self.model = model
+
+    def save_pretrained(self, path, **kwargs) -> None:
+        from safetensors.torch import save_file
+
+        self.model.backbone.save_pretrained(path, **kwargs)
+        head = {name: t.detach().cpu().contiguous() for name, t in self.model.head.state_dict().items()}
+        save_file(head, str(Path(path) / SCALAR_HEAD_FILE))
+
+
+def adapter_to_save(model):
+    """The object whose save_pretrained writes ``model``'s adapter (see ScalarAdapter)."""
+    return ScalarAdapter(model) if isinstance(model, ScalarModel) else model

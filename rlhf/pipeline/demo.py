@@ -97,10 +97,27 @@ class DemoConfig:
         default=False,
         metadata={"help": "Replace a demo already in output_dir; without it (or --resume) such a folder is refused."},
     )
+    feedback: str = field(
+        default="people",
+        metadata={"help": "Who ranks the SFT samples for the reward model and DPO: people (the simulated labelers) or "
+                  "ai (the judge in --judge, under the default constitution; docs/ai_feedback.md)."},
+    )
+    judge: str = field(
+        default="~/.cache/rlhf/smollm2-135m-instruct",
+        metadata={"help": "With --feedback ai: a local folder of the judge model (default: where `rlhf ai "
+                  "fetch-smollm2` writes SmolLM2-135M-Instruct)."},
+    )
+    keep_position_flips: bool = field(
+        default=False,
+        metadata={"help": "With --feedback ai: label a pair whose verdict changes with the order by the mean of both "
+                  "orders instead of giving it no label."},
+    )
 
     def validate(self) -> None:
         if self.ablation not in ("", "no-kl"):
             raise ConfigError(f"ablation must be empty or no-kl, got {self.ablation!r}")
+        if self.feedback not in ("people", "ai"):
+            raise ConfigError(f"feedback must be people or ai, got {self.feedback!r}")
         kinds = self.demonstration_kind_list()
         if not kinds or set(kinds) - set(KINDS):
             raise ConfigError(f"demonstration_kinds must be a comma-separated subset of {','.join(KINDS)}, "
@@ -223,7 +240,7 @@ def run(config: DemoConfig) -> dict:
     if config.ablation == "no-kl":
         policies["ppo (beta=0)"] = root / "ppo_no_kl" / "model"
     outcome = timed("evaluation", evaluate, config, policies, data["prompts_test"], root / "sft" / "model",
-                    root / "rm" / "model", GOLD_FUNCTION)
+                    root / "rm" / "model", GOLD_FUNCTION, root / "demo_samples.jsonl")
     train_time = {"sft": times.get("sft"), "sft (ideal demonstrations)": times.get("sft_ideal"),
                   "ppo": times.get("ppo"), "dpo": times.get("dpo"), "ppo (beta=0)": times.get("ppo_no_kl")}
     for name, row in outcome["table"].items():
@@ -259,4 +276,34 @@ def rank_sft_samples(config: DemoConfig, rankings_file: Path, policy_path: Path,
     ranked = rank_policy_samples(policy, tokenizer, records, lambda record: labelers[record["labeler"]],
                                  config.policy_samples_per_ranking, config.ranking_k,
                                  SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0), config.seed)
+    if config.feedback == "ai":
+        ranked = rank_with_ai(config, ranked, out_path.parent / "judge_cache.jsonl")
     return write_jsonl(out_path, ranked)
+
+
+def rank_with_ai(config: DemoConfig, records: list[dict], cache_file: Path) -> list[dict]:
+    """The same responses ranked by the AI judge instead of the people (--feedback ai); pairs
+    whose verdict flips with the order give no label, records with none are left out."""
+    from rlhf.feedback.constitution import load_constitution
+    from rlhf.feedback.judge_http import JudgeCache
+    from rlhf.feedback.judges import JudgeStats, LocalJudge, judge_rankings
+    from rlhf.progress import phase_bar
+
+    judge_path = Path(config.judge).expanduser()
+    if not (judge_path / "config.json").is_file():
+        raise ConfigError(f"--judge {judge_path} holds no model: run `rlhf ai fetch-smollm2` first, or pass a local "
+                          "model folder")
+    stats = JudgeStats()
+    judge = JudgeCache(LocalJudge(str(judge_path)), cache_file)
+    constitution, ranked, chunk = load_constitution(), [], 64
+    for first in phase_bar(range(0, len(records), chunk), "" if config.disable_tqdm else "AI judge",
+                           f"{len(records)} rankings"):
+        ranked += judge_rankings(judge, constitution, records[first:first + chunk], config.seed, stats,
+                                 config.keep_position_flips, first_index=first)
+    print(f"AI judge {judge.name}: {len(ranked)} of {len(records)} rankings kept; {json.dumps(stats.summary())}")
+    write_json_atomic(cache_file.with_name("judge_summary.json"), stats.summary())
+    if not ranked:
+        raise ConfigError(f"the AI judge {judge.name} gave no labels: its verdict changed with the order of the two "
+                          f"responses on {stats.flipped} of {stats.pairs} pairs (position bias); use a better judge or "
+                          "--keep_position_flips true")
+    return ranked

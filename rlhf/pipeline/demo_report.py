@@ -15,9 +15,10 @@ from rlhf.rewards.agreement import agreement_with_gold
 
 
 def evaluate(config, policies: dict, prompts_file: Path, reference_path: Path, reward_path: Path,
-             gold_function_spec: str) -> dict:
+             gold_function_spec: str, samples_file: Path | None = None) -> dict:
     """``{"table", "habits", "rm_agreement_on_sft_samples"}`` for ``policies`` on the prompts of
-    ``prompts_file``, ``config.eval_samples_per_prompt`` samples each (``config``: a DemoConfig)."""
+    ``prompts_file``, ``config.eval_samples_per_prompt`` samples each (``config``: a DemoConfig).
+    With ``samples_file``, every sampled response is written there too (the dashboard's compare view)."""
     from rlhf.data import load_prompts, tokenize_prompts
     from rlhf.models.loading import load_causal_lm, load_tokenizer
     from rlhf.rewards.scorers import RewardModelScorer, load_function
@@ -34,6 +35,8 @@ def evaluate(config, policies: dict, prompts_file: Path, reference_path: Path, r
                              SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0),
                              config.eval_samples_per_prompt, config.seed, best_of_n=config.best_of_n,
                              samples=samples)
+    if samples_file is not None:
+        write_samples(samples_file, samples)
     habits = {name: habit_rates([r["prompt"] for r in records], [r["response"] for r in records])
               for name, records in samples.items()}
     sft = samples["sft"]
@@ -41,6 +44,16 @@ def evaluate(config, policies: dict, prompts_file: Path, reference_path: Path, r
                                     groups=[parse_instruction(r["prompt"]).kind for r in sft])
     return {"table": table, "habits": habits,
             "rm_agreement_on_sft_samples": {k: {"rate": a.rate, "pairs": a.pairs} for k, a in agreement.items()}}
+
+
+def write_samples(path: Path, samples: dict[str, list[dict]]) -> Path:
+    """One JSON line per sampled response, ``{policy, prompt, response, score, gold}``: the same
+    held-out prompts answered by every policy, so they can be read side by side."""
+    from rlhf.atomic_io import write_jsonl
+
+    return write_jsonl(path, ({"policy": name, "prompt": r["prompt"], "response": r["response"],
+                               "score": float(r["score"]), "gold": float(r["gold"])}
+                              for name, records in samples.items() for r in records))
 
 
 def format_habit_table(habits: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -14,6 +14,9 @@ alone keeps working.
 Every call is checked: an exception, a wrong number of values, or a value that is not a finite
 number is a :class:`RewardFunctionError` naming the function, the prompt and what it returned,
 and ``check_reward_function`` makes one such call on a made-up batch before any model loads.
+With ``skip_errors`` (``--skip_bad_rewards``) an exception or a NaN/inf for one response makes
+that response's score NaN instead: the trainer skips it (no gradient) and counts it, never
+averaging it in.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numbers
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,9 +52,10 @@ def _expected_forms(option: str, spec: str) -> str:
             "my_rewards:length_reward (my_rewards.py in the current folder) or rewards/gsm8k.py:correct")
 
 
-def load_function(spec: str, option: str = "reward_function") -> "RewardFunction":
+def load_function(spec: str, option: str = "reward_function", skip_errors: bool = False) -> "RewardFunction":
     """``module:function`` or ``path/to/file.py:function`` -> the checked function. A module in the
-    current folder is importable without PYTHONPATH; ``option`` names the flag in messages."""
+    current folder is importable without PYTHONPATH; ``option`` names the flag in messages;
+    ``skip_errors``: see RewardFunction (``--skip_bad_rewards``)."""
     location, sep, attr = spec.strip().rpartition(":")  # the last colon: a Windows path has one too
     if not sep or not location or not attr or not attr.isidentifier():
         raise RewardFunctionError(_expected_forms(option, spec))
@@ -66,7 +71,7 @@ def load_function(spec: str, option: str = "reward_function") -> "RewardFunction
                                   f"(its functions: {', '.join(names) or 'none'})")
     if not callable(function):
         raise RewardFunctionError(f"--{option} {spec!r}: {attr} is a {type(function).__name__}, not a function")
-    return RewardFunction(function, spec)
+    return RewardFunction(function, spec, skip_errors=skip_errors)
 
 
 def _import_module(name: str, attr: str, option: str, spec: str):
@@ -122,11 +127,18 @@ def _short(prompt: Any) -> str:
 
 
 class RewardFunction:
-    """A reward function with its name, called with the fields it accepts and checked on every call."""
+    """A reward function with its name, called with the fields it accepts and checked on every call.
 
-    def __init__(self, function: Callable, name: str | None = None):
+    ``skip_errors`` (``--skip_bad_rewards``): a response on which the function raises, or for which
+    it returns NaN or inf, gets NaN instead of stopping the run; the trainer gives that sample no
+    gradient and counts it (``objective/skipped_rewards``). ``skipped`` counts them over the run, and
+    the first is reported in a warning. A wrong number or type of values still stops the run: that
+    is a bug in the function, not a bad sample."""
+
+    def __init__(self, function: Callable, name: str | None = None, skip_errors: bool = False):
         self.function = function
         self.name = name or f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', function)}"
+        self.skip_errors, self.skipped, self.first_skip = skip_errors, 0, ""
         self.takes_all_fields, self.field_names, self.required_fields = False, set(), set()
         try:
             signature = inspect.signature(function)
@@ -163,10 +175,34 @@ class RewardFunction:
         try:
             values = self.function(list(prompts), list(responses), list(ended), **kwargs)
         except Exception as e:
+            if self.skip_errors:
+                return self._one_by_one(prompts, responses, ended, fields)
             index = self._culprit(prompts, responses, ended, fields)
             prompt = f"the prompt {_short(prompts[index])}" if index is not None else f"a batch of {len(prompts)}"
             raise RewardFunctionError(f"reward function {self.name} raised {_describe(e)} on {prompt}") from e
         return self._checked(values, prompts)
+
+    def _one_by_one(self, prompts, responses, ended, fields) -> list[float]:
+        """With skip_errors, after the batch raised: each response alone, NaN for those that raise."""
+        values = []
+        for i in range(len(prompts)):
+            try:
+                value = self.function([prompts[i]], [responses[i]], [ended[i]],
+                                      **self.keyword_arguments([fields[i]] if fields else None))
+            except Exception as e:
+                values.append(self._skip(f"raised {_describe(e)} on the prompt {_short(prompts[i])}"))
+                continue
+            values.extend(self._checked(value, [prompts[i]]))
+        return values
+
+    def _skip(self, what: str) -> float:
+        """Count a skipped response (NaN marks it for the trainer); warn about the first one."""
+        self.skipped += 1
+        if not self.first_skip:
+            self.first_skip = what
+            warnings.warn(f"reward function {self.name} {what}: skipped by --skip_bad_rewards (that sample gets no "
+                          "gradient; the count is logged as objective/skipped_rewards)", stacklevel=3)
+        return math.nan
 
     def _culprit(self, prompts, responses, ended, fields) -> int | None:
         """The first response the function fails on alone, to name its prompt in the error."""
@@ -189,15 +225,21 @@ class RewardFunction:
             raise RewardFunctionError(f"reward function {self.name} returned {len(values)} values for {len(prompts)} "
                                       f"responses (first prompt {_short(prompts[0]) if prompts else ''}): return "
                                       "one number per response, in order")
+        checked = []
         for value, prompt in zip(values, prompts):
             if not isinstance(value, numbers.Real):
                 raise RewardFunctionError(f"reward function {self.name} returned {_clip(repr(value))} (a "
                                           f"{type(value).__name__}) for the prompt {_short(prompt)}: each score must "
                                           "be a number (int or float)")
             if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                if self.skip_errors:
+                    checked.append(self._skip(f"returned {value} for the prompt {_short(prompt)}"))
+                    continue
                 raise RewardFunctionError(f"reward function {self.name} returned {value} for the prompt "
-                                          f"{_short(prompt)}: each score must be a finite number")
-        return [float(v) for v in values]
+                                          f"{_short(prompt)}: each score must be a finite number (or set "
+                                          "--skip_bad_rewards to skip such samples)")
+            checked.append(float(value))
+        return checked
 
 
 def check_reward_function(function: RewardFunction, prompts: Sequence, fields: Sequence[Mapping],

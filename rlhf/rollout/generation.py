@@ -104,7 +104,9 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params:
                               do_sample=params.do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                               use_cache=True)
     if params.do_sample:
-        config.update(temperature=params.temperature, top_k=params.top_k or None, top_p=params.top_p)
+        # top_k 0, not None: transformers reads None as "its default", top-50, which would sample from
+        # another distribution than the one whose log-probs PPO and the KL use.
+        config.update(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
     recorder = SampledLogprobRecorder(params.temperature) if record_logprobs and can_record_logprobs(params) else None
     output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
                             logits_processor=LogitsProcessorList([recorder] if recorder else []))  # (B, P + R)

@@ -4,7 +4,9 @@ A checkpoint ``output_dir/checkpoints/checkpoint-<step>/`` holds the weights of 
 trainable role (``<role>.safetensors``), the optimizer state (tensors in safetensors,
 the rest in JSON), the scheduler, each process's random-number-generator states, and a JSON
 trainer state (step, data position, KL controller, reward statistics, metric lines written).
-Frozen roles are not copied: the resolved config names them.
+Frozen roles are not copied: the resolved config names them. Under FSDP2 the weights and the
+optimizer state are saved as each process's shard instead (``shard_rank<r>.safetensors``,
+sharding.py), and must be read back by as many processes.
 
 We do not use ``accelerator.save_state``: it writes the optimizer and RNG states with
 ``torch.save`` (pickle), and loading pickle can run arbitrary code. Writes are atomic: a
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rlhf.atomic_io import fsync_dir, fsync_tree
 from rlhf.config.base import ConfigError
+from rlhf.trainers.sharding import SHARD_FILE, SHARD_META, is_fsdp2, shard_from_files, shard_to_files
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "checkpoint-"
@@ -170,14 +173,12 @@ class Checkpointer:
         rng_tensors, rng_plain = capture_rng_state()  # every process has its own streams
         save_file(rng_tensors, str(tmp / f"rng_rank{acc.process_index}.safetensors"))
         _write_json(tmp / f"rng_rank{acc.process_index}.json", rng_plain)
+        if is_fsdp2(acc):  # every process writes its shard of the weights and of the optimizer state
+            self._save_shard(tmp)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            for role, model in self.models.items():
-                # safetensors' save_model handles tied weights (GPT-2's lm_head = embeddings)
-                save_model(acc.unwrap_model(model), str(tmp / f"{role}.safetensors"))
-            tensors, meta = optimizer_state_to_files(self.optimizer)
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            _write_json(tmp / "optimizer.json", meta)
+            if not is_fsdp2(acc):
+                self._save_weights_and_optimizer(tmp)
             _write_json(tmp / "scheduler.json", self.scheduler.state_dict())
             _write_json(tmp / STATE_FILE, {"step": step, "num_processes": acc.num_processes, **state})
             files = {str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
@@ -192,6 +193,40 @@ class Checkpointer:
         acc.wait_for_everyone()
         return final
 
+    def _save_weights_and_optimizer(self, tmp: Path) -> None:
+        """Main process, replicated weights (one process, DDP): each role's weights and the optimizer."""
+        for role, model in self.models.items():
+            # safetensors' save_model handles tied weights (GPT-2's lm_head = embeddings)
+            save_model(self.accelerator.unwrap_model(model), str(tmp / f"{role}.safetensors"))
+        tensors, meta = optimizer_state_to_files(self.optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        _write_json(tmp / "optimizer.json", meta)
+
+    def _save_shard(self, tmp: Path) -> None:
+        """Every process, FSDP2: its shard of the one trainable model and of the optimizer state."""
+        (model,) = self.models.values()
+        tensors, meta = shard_to_files(model, self.optimizer)
+        save_file(tensors, str(tmp / SHARD_FILE.format(rank=self.accelerator.process_index)))
+        _write_json(tmp / SHARD_META.format(rank=self.accelerator.process_index), meta)
+
+    def _load_shard(self, path: Path) -> None:
+        (model,) = self.models.values()
+        rank = self.accelerator.process_index
+        shard = path / SHARD_FILE.format(rank=rank)
+        meta = json.loads((path / SHARD_META.format(rank=rank)).read_text(encoding="utf-8"))
+        shard_from_files(model, self.optimizer, load_file(str(shard)), meta, str(shard))
+
+    def _load_weights_and_optimizer(self, path: Path) -> None:
+        for role, model in self.models.items():
+            missing, unexpected = load_model(self.accelerator.unwrap_model(model), str(path / f"{role}.safetensors"),
+                                             strict=False)
+            if missing or unexpected:
+                raise ConfigError(f"{path / role}.safetensors does not match the model "
+                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]}): resume with the options "
+                                  "the checkpoint was written with")
+        meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+        self.optimizer.load_state_dict(optimizer_state_from_files(load_file(str(path / "optimizer.safetensors")), meta))
+
     def _prune(self) -> None:
         if self.save_total_limit <= 0:
             return
@@ -205,14 +240,14 @@ class Checkpointer:
         if state["num_processes"] != acc.num_processes:
             raise ConfigError(f"{path} was written by {state['num_processes']} processes; resume with the same number "
                               f"(got {acc.num_processes}) so data order and random streams continue exactly")
-        for role, model in self.models.items():
-            missing, unexpected = load_model(acc.unwrap_model(model), str(path / f"{role}.safetensors"), strict=False)
-            if missing or unexpected:
-                raise ConfigError(f"{path / role}.safetensors does not match the model "
-                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]}): resume with the options "
-                                  "the checkpoint was written with")
-        meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-        self.optimizer.load_state_dict(optimizer_state_from_files(load_file(str(path / "optimizer.safetensors")), meta))
+        written_sharded = (path / SHARD_FILE.format(rank=0)).is_file()
+        if written_sharded != is_fsdp2(acc):
+            raise ConfigError(f"{path} was written {'with' if written_sharded else 'without'} FSDP: resume with the "
+                              "accelerate config (launcher) it was written with")
+        if is_fsdp2(acc):
+            self._load_shard(path)
+        else:
+            self._load_weights_and_optimizer(path)
         self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text(encoding="utf-8")))
         rank = acc.process_index
         restore_rng_state(load_file(str(path / f"rng_rank{rank}.safetensors")),

@@ -11,12 +11,14 @@ from rlhf.config.dpo import DPOConfig
 from rlhf.data import collate_pairs
 from rlhf.losses import dpo_loss, hinge_loss, ipo_loss
 from rlhf.models.loading import load_causal_lm, load_tokenizer
+from rlhf.models.lora import AdapterFreeReference, add_lora
 from rlhf.models.policy_value import disable_dropout
 from rlhf.progress import phase_bar
 from rlhf.rollout.logprobs import sequence_logprobs
 from rlhf.trainers.datasets import load_train_eval_pairs, to_device, with_model_limits
-from rlhf.trainers.saving import finish_run
+from rlhf.trainers.saving import finish_run, save_adapter_and_merge
 from rlhf.trainers.setup import check_output_dir, make_accelerator, seed_everything
+from rlhf.trainers.sharding import gathered
 from rlhf.trainers.supervised import EXAMPLES, SupervisedRun, mean_over_examples
 
 CONFIG_CLASS = DPOConfig
@@ -81,9 +83,13 @@ def run(config: DPOConfig) -> dict:
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
     model = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
-    reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
-                               trust_remote_code=config.trust_remote_code).to(accelerator.device).eval()
-    reference.requires_grad_(False)
+    if config.use_peft:
+        model = add_lora(model, config)
+        reference = AdapterFreeReference(model)  # the starting policy, without a second copy
+    else:
+        reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
+                                   trust_remote_code=config.trust_remote_code).to(accelerator.device).eval()
+        reference.requires_grad_(False)
     disable_dropout(model)
     pad_id, length_normalize = tokenizer.pad_token_id, config.loss_type == "ipo"
 
@@ -123,9 +129,12 @@ def run(config: DPOConfig) -> dict:
     summary = {"stage": "dpo", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
                "max_length": max_length, **data_info}
     if eval_pairs:
-        eval_metrics = evaluate(loss_on, model, eval_pairs, config.per_device_train_batch_size, accelerator,
-                                progress="" if config.disable_tqdm else "dpo eval")
+        with gathered(accelerator):  # FSDP2: processes may hold different numbers of eval batches
+            eval_metrics = evaluate(loss_on, model, eval_pairs, config.per_device_train_batch_size, accelerator,
+                                    progress="" if config.disable_tqdm else "dpo eval")
         run_.logger.log(step, eval_metrics)
         summary.update(eval_metrics)
+    if config.use_peft:  # output_dir/adapter, then the merged model as output_dir/model
+        model = save_adapter_and_merge(model, tokenizer, config.output_dir, accelerator)
     return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "dpo",
                       training_info={"prompt_format": data_info["prompt_format"]})

@@ -29,19 +29,22 @@ from rlhf.data.templates import FORMAT_NAMES
 from rlhf.evaluation.policy_eval import evaluate_policy
 from rlhf.models.loading import (enable_gradient_checkpointing, load_causal_lm, load_tokenizer, training_info,
                                  training_stage_of)
-from rlhf.models.lora import AdapterFreeReference, add_lora, merge_lora
+from rlhf.models.lora import AdapterFreeReference, add_lora
 from rlhf.models.policy_value import disable_dropout
 from rlhf.rewards.functions import RewardFunction, check_reward_function, load_function
 from rlhf.rewards.scorers import POLICY_STAGES, FunctionScorer, RewardModelScorer
-from rlhf.rollout.generation import Rollout, SamplingParams, decode_responses, generate
+from rlhf.rollout.backends import GenerationBackend, TransformersBackend, as_backend
+from rlhf.rollout.generation import Rollout, SamplingParams, decode_responses
 from rlhf.rollout.logprobs import response_logprobs
 from rlhf.rollout.prompts import PromptSampler
 from rlhf.trainers.checkpoint import Checkpointer
+from rlhf.trainers.monitors import MonitorWatcher
 from rlhf.trainers.optim import NonFiniteGuard, make_optimizer, make_scheduler
 from rlhf.trainers.resume import resolve_resume
 from rlhf.trainers.run_logger import RunLogger
-from rlhf.trainers.saving import finish_run, save_pretrained_atomic
+from rlhf.trainers.saving import finish_run, save_adapter_and_merge
 from rlhf.trainers.setup import check_output_dir, make_accelerator, prepare_output_dir, seed_everything
+from rlhf.trainers.sharding import gathered, prepare_trainable
 from rlhf.trainers.signals import StopSignals, TrainingInterrupted
 
 
@@ -56,9 +59,18 @@ class Samples:
     prompt_texts: list[str]  # decoded, as the policy saw them (special tokens stripped)
     response_texts: list[str]
     scores: torch.Tensor  # (B,) raw reward, after the missing-eos penalty
-    ref_logprobs: torch.Tensor  # (B, R) log pi_ref of the sampled tokens, 0 on padding
+    ref_logprobs: torch.Tensor | None  # (B, R) log pi_ref of the sampled tokens, 0 on padding; None: no reference
     fields: list[dict] | None = None  # each prompt record's other fields (e.g. GSM8K's answer)
     gold_scores: list[float] | None = None  # filled by gold_scores() when a gold function is set
+    reward_skipped: torch.Tensor | None = None  # (B,) bool, with skip_bad_rewards: reward skipped, no gradient
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """(B, R) the response tokens that train: all of them but a skipped reward's (skip_bad_rewards)."""
+        mask = self.rollout.response_mask
+        if self.reward_skipped is None or not self.reward_skipped.any():
+            return mask
+        return mask * (~self.reward_skipped).to(mask.dtype)[:, None]
 
 
 def load_prompt_records(config, path: str, tokenizer, skip_bad_records: bool = False):
@@ -114,7 +126,8 @@ def load_reward_functions(config, records) -> tuple[RewardFunction | None, Rewar
     functions = []
     for option in ("reward_function", "gold_reward_function"):
         spec = getattr(config, option)
-        function = load_function(spec, option) if spec else None
+        skip = option == "reward_function" and getattr(config, "skip_bad_rewards", False)
+        function = load_function(spec, option, skip_errors=skip) if spec else None
         if function is not None:  # the gold function sees the prompts decoded, as in evaluation
             check_reward_function(function, raw_prompts if option == "reward_function" else
                                   [r.prompt for r in records[:2]], fields, config.prompts_file)
@@ -128,16 +141,25 @@ def check_reward_functions(config) -> None:
     load_reward_functions(config, load_prompt_records(config, config.prompts_file, tokenizer=None))
 
 
-def load_roles(config, accelerator, tokenizer, reward_function: RewardFunction | None):
-    """The frozen roles and the policy they start from: (policy, reference, reward)."""
+def load_policy_and_reference(config, accelerator, tokenizer, load_reference: bool = True):
+    """The policy and its frozen reference; the reference is None when ``load_reference`` is false
+    (a method without a KL term: no second model in memory, no reference forward pass)."""
     policy = load_causal_lm(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code)
+    reference = None
     if config.use_peft:
         policy = add_lora(policy, config)
-        reference = AdapterFreeReference(policy)  # the starting policy, without a second copy
-    else:
+        if load_reference:
+            reference = AdapterFreeReference(policy)  # the starting policy, without a second copy
+    elif load_reference:
         reference = load_causal_lm(config.ref_model_path or config.model_name_or_path, tokenizer,
                                    trust_remote_code=config.trust_remote_code).to(accelerator.device).eval()
         reference.requires_grad_(False)
+    return policy, reference
+
+
+def load_roles(config, accelerator, tokenizer, reward_function: RewardFunction | None):
+    """The frozen roles and the policy they start from: (policy, reference, reward)."""
+    policy, reference = load_policy_and_reference(config, accelerator, tokenizer)
     if config.reward_model_path:
         reward = RewardModelScorer(config.reward_model_path.split(","), tokenizer, accelerator.device,
                                    trust_remote_code=config.trust_remote_code, aggregation=config.reward_aggregation,
@@ -145,6 +167,12 @@ def load_roles(config, accelerator, tokenizer, reward_function: RewardFunction |
     else:
         reward = FunctionScorer(reward_function)
     return policy, reference, reward
+
+
+def load_functions_and_roles(config, accelerator, tokenizer, records):
+    """PPO's roles: the reward and gold functions (checked first), then the policy, reference and reward."""
+    reward_function, gold_function = load_reward_functions(config, records)
+    return (*load_roles(config, accelerator, tokenizer, reward_function), gold_function)
 
 
 @torch.no_grad()
@@ -156,8 +184,9 @@ def sample_and_score(policy, reference, reward, batch: dict, tokenizer, sampling
     function gets (without them, the decoded prompts and no fields)."""
     device = accelerator.device
     # 1. Rollout: sample responses to the prompts from the current policy.
-    rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
-                       tokenizer.eos_token_id, tokenizer.pad_token_id, record_logprobs=record_logprobs)
+    # ``policy``: the policy model or the run's GenerationBackend (rlhf/rollout/backends.py).
+    rollout = as_backend(policy, tokenizer).generate(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                                     sampling, record_logprobs=record_logprobs)
     prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     response_texts = decode_responses(tokenizer, rollout)
     raw_prompts = [e.get("raw_prompt", text) for e, text in zip(examples, prompt_texts)] if examples else None
@@ -166,10 +195,25 @@ def sample_and_score(policy, reference, reward, batch: dict, tokenizer, sampling
     scores = reward(rollout, prompt_texts, response_texts, raw_prompts, fields)  # (B,)
     if config.missing_eos_penalty:
         scores = scores - config.missing_eos_penalty * (~rollout.ended).float()
-    # 3. Log-probs of the sampled tokens under the reference, at the sampling temperature.
-    ref_logprobs = response_logprobs(reference, rollout.query_responses, rollout.attention_mask, rollout.prompt_length,
-                                     config.temperature)  # (B, R)
-    return Samples(rollout, prompt_texts, response_texts, scores, ref_logprobs, fields)
+    skipped = None
+    if getattr(config, "skip_bad_rewards", False):  # NaN scores: rewards skipped, never averaged in
+        scores, skipped = drop_skipped_rewards(scores)
+    # 3. Log-probs of the sampled tokens under the reference, at the sampling temperature (none without one).
+    ref_logprobs = None if reference is None else response_logprobs(
+        reference, rollout.query_responses, rollout.attention_mask, rollout.prompt_length, config.temperature)  # (B, R)
+    return Samples(rollout, prompt_texts, response_texts, scores, ref_logprobs, fields, reward_skipped=skipped)
+
+
+def drop_skipped_rewards(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores with each skipped reward (NaN, see RewardFunction.skip_errors) replaced by the mean of
+    the others, so that running score statistics are not moved by them, and which were skipped:
+    ((B,), (B,) bool). The trainer leaves them out of every loss through ``Samples.loss_mask``."""
+    skipped = torch.isnan(scores)  # (B,)
+    if not skipped.any():
+        return scores, skipped
+    kept = ~skipped
+    placeholder = scores[kept].mean() if kept.any() else scores.new_zeros(())
+    return torch.where(skipped, placeholder, scores), skipped  # (B,)
 
 
 def gold_scores(samples: Samples, gold_function) -> list[float]:
@@ -188,6 +232,8 @@ def sample_metrics(samples: Samples, gold_function) -> dict[str, Any]:
     if gold_function is not None:
         gold = gold_scores(samples, gold_function)
         metrics["gold/score"] = sum(gold) / len(gold)
+    if samples.reward_skipped is not None:  # skip_bad_rewards: how many of this batch's rewards were skipped
+        metrics["objective/skipped_rewards"] = samples.reward_skipped.float().sum()
     return metrics
 
 
@@ -221,14 +267,28 @@ class OnlineRun:
     algorithm_state: dict[str, Any]
     prompt_info: dict[str, Any] = field(default_factory=dict)  # for the summary: counts and formats
     eval_prompts: list[dict] = field(default_factory=list)  # eval_prompts_file's, tokenized
+    backend: GenerationBackend | None = None  # where rollouts come from; default: transformers' generate
+    monitor: MonitorWatcher | None = None  # signs of reward hacking in the logged metrics (monitors.py)
+    stopped_at: int | None = None  # the step a monitor in monitor_stop_on ended the run at
+
+    def __post_init__(self):
+        if self.backend is None:
+            self.backend = TransformersBackend(self.policy, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+        if self.monitor is None:
+            self.monitor = make_monitor(self.config, self.accelerator.is_main_process)
+            if self.saved is not None and "monitor" in self.saved:
+                self.monitor.load_state_dict(self.saved["monitor"])
 
     @classmethod
     def start(cls, config, stage: str, make_trainable: Callable[[Any, Any], Any], policy_of: Callable[[Any], Any],
               trainable_name: str, num_training_steps: int, algorithm_state: dict[str, Any],
-              postfix_keys: tuple[str, ...]) -> "OnlineRun":
+              postfix_keys: tuple[str, ...], load_models: Callable | None = None) -> "OnlineRun":
         """``make_trainable(policy, tokenizer)``: the module the optimizer trains, checkpointed as
         ``trainable_name``; ``algorithm_state``: the algorithm's objects with state_dict/load_state_dict
-        (a KL controller, say), checkpointed under their names."""
+        (a KL controller, say), checkpointed under their names. ``load_models(config, accelerator,
+        tokenizer, records) -> (policy, reference, reward, gold_function)`` replaces the default
+        (``load_functions_and_roles``) for a method with other roles (GRPO: several weighted rewards,
+        no reference when beta is 0); it checks reward functions before it loads models."""
         check_output_dir(config)  # before anything loads; the folder is written once all has loaded
         accelerator = make_accelerator(config)
         seed_everything(config.seed + accelerator.process_index)  # each process samples its own rollouts
@@ -238,8 +298,8 @@ class OnlineRun:
         records = load_prompt_records(config, config.prompts_file, tokenizer, config.skip_bad_records)
         eval_file = config.eval_prompts_file
         eval_records = load_prompt_records(config, eval_file, tokenizer) if eval_file else []
-        reward_function, gold_function = load_reward_functions(config, records)
-        policy, reference, reward = load_roles(config, accelerator, tokenizer, reward_function)
+        policy, reference, reward, gold_function = (load_models or load_functions_and_roles)(config, accelerator,
+                                                                                            tokenizer, records)
         model = make_trainable(policy, tokenizer)
         disable_dropout(model)
         if config.gradient_checkpointing:
@@ -256,7 +316,7 @@ class OnlineRun:
                                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
         optimizer = make_optimizer(model.parameters(), config)
         scheduler = make_scheduler(optimizer, config, num_training_steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        model, optimizer = prepare_trainable(accelerator, model, optimizer)  # DDP, FSDP2 or ZeRO
         guard = NonFiniteGuard(config.max_nonfinite_skips)
         # Frozen roles (reference, reward) are not checkpointed: the saved config names them.
         checkpointer = Checkpointer(output_dir, accelerator, {trainable_name: model}, optimizer, scheduler,
@@ -280,15 +340,22 @@ class OnlineRun:
     def policy(self):
         return self.policy_of(self.accelerator.unwrap_model(self.model))
 
-    def sample_and_score(self, record_logprobs: bool) -> Samples:
-        """The next batch of prompts, answered by the policy and scored."""
-        examples = [self.prompts[i] for i in self.sampler.next_batch()]
+    def sample_and_score(self, record_logprobs: bool, num_generations: int = 1) -> Samples:
+        """The next batch of prompts, answered by the policy and scored; each prompt ``num_generations``
+        times, its answers contiguous (B = prompts x num_generations, as GRPO's groups need)."""
+        examples = [self.prompts[i] for i in self.sampler.next_batch() for _ in range(num_generations)]
         batch = collate_prompts(examples, self.tokenizer.pad_token_id)
-        return sample_and_score(self.policy, self.reference, self.reward, batch, self.tokenizer, self.sampling,
-                                self.config, self.accelerator, record_logprobs, examples)
+        with gathered(self.accelerator):  # FSDP2: generate from the full policy, gathered once
+            return sample_and_score(self.backend, self.reference, self.reward, batch, self.tokenizer, self.sampling,
+                                    self.config, self.accelerator, record_logprobs, examples)
 
     def should_log(self, step: int) -> bool:
         return step % self.config.logging_steps == 0 or step == self.config.max_steps
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Log a step's metrics (averaged over processes, so every process's monitors agree), with
+        the monitors' statistics beside them as ``monitor/<name>``."""
+        self.logger.log(step, {**metrics, **self.monitor.observe(step, metrics)})
 
     def train(self, step_fn: Callable[[int], Samples]) -> None:
         """``step_fn(step)`` for each step from the resumed one to max_steps; after each, a few
@@ -297,7 +364,11 @@ class OnlineRun:
         with StopSignals() as stop:
             for step in range((self.saved or {}).get("step", 0) + 1, config.max_steps + 1):
                 samples = step_fn(step)
+                self.backend.update_weights(self.policy)  # the one hook: the next rollouts use the updated policy
                 self.logger.advance()
+                if self.monitor.stop_reason is not None:  # monitor_stop_on: end here; finish() saves the policy
+                    self.stopped_at = step
+                    break
                 if config.sample_every and step % config.sample_every == 0:
                     self._log_samples(step, samples)
                 if config.eval_prompts_file and config.eval_steps and step % config.eval_steps == 0 \
@@ -330,15 +401,17 @@ class OnlineRun:
             samplers = [None] * self.accelerator.num_processes
             torch.distributed.all_gather_object(samplers, self.sampler.state_dict())
         return {**{name: obj.state_dict() for name, obj in self.algorithm_state.items()}, "prompt_sampler": samplers,
-                "nonfinite_skipped": self.guard.skipped, "metrics_lines": self.logger.lines_written}
+                "nonfinite_skipped": self.guard.skipped, "metrics_lines": self.logger.lines_written,
+                "monitor": self.monitor.state_dict()}
 
     def evaluate(self) -> dict[str, float]:
         """Gold score, reward, KL to the reference and length on the held-out prompts."""
         config = self.config
-        results = evaluate_policy(self.policy, self.reference, self.tokenizer, self.eval_prompts, self.sampling,
-                                  reward=self.reward, gold_function=self.gold_function,
-                                  batch_size=config.rollout_batch_size, accelerator=self.accelerator,
-                                  progress="" if config.disable_tqdm else "ppo eval")
+        with gathered(self.accelerator):  # FSDP2: processes may generate for different numbers of batches
+            results = evaluate_policy(self.policy, self.reference, self.tokenizer, self.eval_prompts, self.sampling,
+                                      reward=self.reward, gold_function=self.gold_function,
+                                      batch_size=config.rollout_batch_size, accelerator=self.accelerator,
+                                      progress="" if config.disable_tqdm else "ppo eval")
         return {f"eval/{k}": v for k, v in results.items()}
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +419,9 @@ class OnlineRun:
         (output_dir/adapter) and then the policy with its adapters merged (output_dir/model)."""
         config = self.config
         summary.update(self.prompt_info)
+        summary.update(self.monitor.summary())
+        if self.stopped_at is not None:
+            summary["steps"] = self.stopped_at
         if self.logger.history:
             summary.update({k: v for k, v in self.logger.history[-1].items() if k.startswith(("objective/", "gold/"))})
         if config.eval_prompts_file:
@@ -354,9 +430,16 @@ class OnlineRun:
             summary.update(eval_metrics)
         policy = self.policy
         if config.use_peft:
-            save_pretrained_atomic(policy, self.tokenizer, Path(config.output_dir) / "adapter", self.accelerator)
-            policy = merge_lora(policy)
+            policy = save_adapter_and_merge(policy, self.tokenizer, config.output_dir, self.accelerator)
         return finish_run(policy, self.tokenizer, summary, config, self.accelerator, self.logger, self.stage)
+
+
+def make_monitor(config, warn: bool) -> MonitorWatcher:
+    """The run's monitors, from its MonitorOptions (a config without them: the defaults)."""
+    if not hasattr(config, "monitor_stop_list"):
+        return MonitorWatcher(warn=warn)
+    return MonitorWatcher(config.monitor_threshold_values(), config.monitor_stop_list(), config.monitor_baseline_steps,
+                          config.monitor_window, warn=warn)
 
 
 def keep_samples_until(path: Path, step: int) -> None:

@@ -123,3 +123,24 @@ def _global_max_abs(value: torch.Tensor, accelerator) -> float:
     if accelerator.num_processes > 1:
         value = accelerator.reduce(torch.where(torch.isfinite(value), value, torch.full_like(value, math.inf)), "max")
     return value.item()
+
+
+def shuffled_minibatch_epochs(model, optimizer, scheduler, accelerator, guard: NonFiniteGuard, step: int,
+                              num_rows: int, epochs: int, micro: int, accumulation_steps: int,
+                              compute_loss: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, Any]]],
+                              max_grad_norm: float, device=None) -> dict[str, torch.Tensor]:
+    """``epochs`` passes over a rollout's ``num_rows`` rows in a fresh random order each time; each
+    minibatch of ``micro * accumulation_steps`` rows is one optimizer step (accumulate_and_step).
+    Returns every statistic ``compute_loss`` reported, averaged over all micro-batches."""
+    minibatch = micro * accumulation_steps
+    stats: dict[str, list[torch.Tensor]] = {}
+    for _ in range(epochs):
+        order = torch.randperm(num_rows, device=device)
+        for start in range(0, num_rows, minibatch):
+            micro_batches = [order[i:i + micro] for i in range(start, start + minibatch, micro)]
+            result = accumulate_and_step(model, optimizer, scheduler, accelerator, guard, step, micro_batches,
+                                         compute_loss, max_grad_norm)
+            for _, micro_stats in result.outputs:
+                for name, value in micro_stats.items():
+                    stats.setdefault(name, []).append(value)
+    return {name: torch.stack(values).mean() for name, values in stats.items()}

@@ -28,9 +28,11 @@ from rlhf.rl_math import (
     RunningMoments, explained_variance, gae, kl_penalized_rewards, masked_mean, masked_whiten, normalize_scores,
 )
 from rlhf.rollout.logprobs import entropy_from_logits, token_logprobs
+from rlhf.trainers.compile import check_compiler, compile_counters, compile_module
 from rlhf.trainers.online import OnlineRun, Samples, mean_over_processes, sample_metrics
-from rlhf.trainers.optim import NonFiniteGuard, accumulate_and_step
+from rlhf.trainers.optim import NonFiniteGuard, shuffled_minibatch_epochs
 from rlhf.trainers.saving import save_pretrained_atomic
+from rlhf.trainers.sharding import gathered
 
 CONFIG_CLASS = PPOConfig
 SMALL_KL_COEF = 1e-3  # below this the penalty barely restrains the policy: expect reward hacking
@@ -57,7 +59,8 @@ def build_policy_and_value(config: PPOConfig, policy, tokenizer) -> PolicyAndVal
         value_model = load_value_model(config, tokenizer)
         if config.use_peft:
             value_model.backbone = add_lora(value_model.backbone, config, task_type=None)
-    return PolicyAndValue(policy, value_model)
+    module = PolicyAndValue(policy, value_model)
+    return compile_module(module, config.torch_compile_mode) if config.torch_compile else module
 
 
 def load_value_model(config: PPOConfig, tokenizer) -> ScalarModel:
@@ -91,6 +94,8 @@ def check_rm_stats(config: PPOConfig) -> None:
 
 def run(config: PPOConfig) -> dict:
     check_rm_stats(config)
+    if config.torch_compile:
+        check_compiler()  # before any model loads
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl
               else FixedKLController(config.kl_coef))
     score_moments = RunningMoments()
@@ -110,7 +115,8 @@ def run(config: PPOConfig) -> dict:
         # 1-3. Rollout, score, reference log-probs (online.py).
         samples = run_.sample_and_score(record_logprobs)
         # 4. pi_old log-probs and values, KL-shaped rewards, advantages.
-        exp = make_experience(model, samples, kl_ctl.value, score_moments, run_.reward, config, accelerator)
+        with gathered(accelerator):  # FSDP2: the separate value model is called outside the root's forward
+            exp = make_experience(model, samples, kl_ctl.value, score_moments, run_.reward, config, accelerator)
         t_rollout = time.time() - t0
         # 5. Optimise: ppo_epochs passes over reshuffled minibatches.
         update_stats = ppo_update(model, run_.optimizer, run_.scheduler, exp, config, accelerator, run_.guard, step)
@@ -122,8 +128,8 @@ def run(config: PPOConfig) -> dict:
         # 7. Metrics (averaged over processes).
         if run_.should_log(step):
             metrics = step_metrics(exp, update_stats, beta, run_.gold_function, accelerator)
-            run_.logger.log(step, {**metrics, "time/rollout_s": t_rollout, "time/update_s": t_update,
-                                   "train/learning_rate": run_.scheduler.get_last_lr()[0]})
+            run_.log(step, {**metrics, "time/rollout_s": t_rollout, "time/update_s": t_update,
+                            "train/learning_rate": run_.scheduler.get_last_lr()[0]})
         return samples
 
     run_.train(ppo_step)
@@ -134,7 +140,8 @@ def run(config: PPOConfig) -> dict:
         if config.use_peft:
             value_model.backbone = merge_lora(value_model.backbone)
         save_pretrained_atomic(value_model, run_.tokenizer, Path(config.output_dir) / "value_model", accelerator)
-    return run_.finish({"stage": "ppo", "steps": config.max_steps, "final_kl_coef": kl_ctl.value})
+    return run_.finish({"stage": "ppo", "steps": config.max_steps, "final_kl_coef": kl_ctl.value,
+                        **(compile_counters() if config.torch_compile else {})})
 
 
 @torch.no_grad()
@@ -163,7 +170,7 @@ def make_experience(model, samples: Samples, kl_coef: float, score_moments: Runn
     if config.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
-    advantages = masked_whiten(advantages, mask)
+    advantages = masked_whiten(advantages, samples.loss_mask.float())  # skipped rewards (skip_bad_rewards) left out
     return Experience(samples, normalized, old_logprobs, old_values, kl, non_score_reward, advantages, returns)
 
 
@@ -172,13 +179,11 @@ def ppo_update(model, optimizer, scheduler, exp: Experience, config: PPOConfig, 
     """``ppo_epochs`` passes of clipped-surrogate + clipped-value updates over shuffled minibatches;
     each minibatch is one optimizer step over ``gradient_accumulation_steps`` micro-batches."""
     B = exp.old_logprobs.shape[0]
-    micro = config.per_device_train_batch_size
-    minibatch = micro * config.gradient_accumulation_steps
     rollout = exp.samples.rollout
     model.train()
 
     def compute_loss(idx: torch.Tensor):
-        mask = rollout.response_mask[idx].float()  # (b, R)
+        mask = exp.samples.loss_mask[idx].float()  # (b, R) response tokens, less those of skipped rewards
         logits, values = model(rollout.query_responses[idx], rollout.attention_mask[idx], rollout.prompt_length,
                                config.temperature)  # (b, R, V), (b, R)
         logprobs = token_logprobs(logits, rollout.responses[idx])  # (b, R)
@@ -194,17 +199,9 @@ def ppo_update(model, optimizer, scheduler, exp: Experience, config: PPOConfig, 
                       "policy/clipfrac": pg_stats["clipfrac"], "policy/approx_kl": pg_stats["approx_kl"],
                       "policy/ratio": pg_stats["ratio"], "val/clipfrac": vf_stats["vf_clipfrac"]}
 
-    stats: dict[str, list[torch.Tensor]] = {}
-    for _ in range(config.ppo_epochs):
-        order = torch.randperm(B, device=exp.old_logprobs.device)
-        for start in range(0, B, minibatch):
-            micro_batches = [order[i:i + micro] for i in range(start, start + minibatch, micro)]
-            result = accumulate_and_step(model, optimizer, scheduler, accelerator, guard, step, micro_batches,
-                                         compute_loss, config.max_grad_norm)
-            for _, micro_stats in result.outputs:
-                for name, value in micro_stats.items():
-                    stats.setdefault(name, []).append(value)
-    return {name: torch.stack(values).mean() for name, values in stats.items()}
+    return shuffled_minibatch_epochs(model, optimizer, scheduler, accelerator, guard, step, B, config.ppo_epochs,
+                                     config.per_device_train_batch_size, config.gradient_accumulation_steps,
+                                     compute_loss, config.max_grad_norm, device=exp.old_logprobs.device)
 
 
 def step_metrics(exp: Experience, update_stats: dict, beta: float, gold_function, accelerator) -> dict[str, float]:
@@ -214,6 +211,8 @@ def step_metrics(exp: Experience, update_stats: dict, beta: float, gold_function
         **sample_metrics(exp.samples, gold_function),
         "objective/scores_normalized": exp.normalized_scores.mean(),
         "objective/kl": exp.kl.sum(1).mean(), "objective/kl_coef": beta,
+        # k1 whatever the estimator: its mean below 0 is a sign of a sampling mismatch (monitors.negative_kl)
+        "objective/kl_k1": ((exp.old_logprobs - exp.samples.ref_logprobs) * mask).sum(1).mean(),
         "objective/non_score_reward": exp.non_score_reward.sum(1).mean(),
         "objective/rlhf_reward": (exp.normalized_scores + exp.non_score_reward.sum(1)).mean(),
         "val/mean": masked_mean(exp.old_values, mask), "val/explained_var": explained_variance(exp.old_values, exp.returns, mask),

@@ -15,11 +15,13 @@ from rlhf.config.reward import RewardConfig
 from rlhf.data import collate_pairs
 from rlhf.losses import pairwise_rm_loss
 from rlhf.models.loading import load_tokenizer, training_stage_of
+from rlhf.models.lora import add_lora_to_scalar_model
 from rlhf.models.scalar_model import REWARD_STATS_FILE, ScalarModel
 from rlhf.rewards.evaluation import reward_margins, reward_statistics, summarize_margins
 from rlhf.trainers.datasets import load_train_eval_pairs, to_device, with_model_limits
-from rlhf.trainers.saving import finish_run
+from rlhf.trainers.saving import finish_run, save_adapter_and_merge
 from rlhf.trainers.setup import check_output_dir, make_accelerator, seed_everything
+from rlhf.trainers.sharding import gathered
 from rlhf.trainers.supervised import SupervisedRun
 
 CONFIG_CLASS = RewardConfig
@@ -35,6 +37,8 @@ def run(config: RewardConfig) -> dict:
     # Normally a causal LM (the SFT model): its new score head is what this stage trains.
     model = ScalarModel.from_pretrained(config.model_name_or_path, tokenizer, trust_remote_code=config.trust_remote_code,
                                         allow_new_head=True)
+    if config.use_peft:  # adapters on the backbone; the scalar head is trained in full
+        model = add_lora_to_scalar_model(model, config)
 
     # 1. Data: comparisons (rankings expand to K(K-1)/2 pairs) -> token ids, with per-pair weights.
     data_config = with_model_limits(config, model)  # max_length 0: the model's position limit
@@ -64,17 +68,20 @@ def run(config: RewardConfig) -> dict:
     # 3. Held-out accuracy, margin and calibration; reward statistics for PPO's normalisation.
     summary = {"stage": "rm", "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
                "max_length": max_length, **data_info}
-    if eval_pairs:
-        margins = reward_margins(model, eval_pairs, pad_id, config.per_device_train_batch_size, accelerator,
-                                 progress="" if config.disable_tqdm else "rm eval")
-        eval_metrics, calibration = summarize_margins(margins, config.calibration_bins)
-        run_.logger.log(step, eval_metrics)
-        summary.update(eval_metrics)
-        summary["calibration"] = calibration
-    stats = reward_statistics(model, stats_sample(train_pairs, config.stats_max_pairs, config.seed), pad_id,
-                              config.per_device_train_batch_size, accelerator,
-                              progress="" if config.disable_tqdm else "reward statistics")
+    with gathered(accelerator):  # FSDP2: processes may hold different numbers of batches
+        if eval_pairs:
+            margins = reward_margins(model, eval_pairs, pad_id, config.per_device_train_batch_size, accelerator,
+                                     progress="" if config.disable_tqdm else "rm eval")
+            eval_metrics, calibration = summarize_margins(margins, config.calibration_bins)
+            run_.logger.log(step, eval_metrics)
+            summary.update(eval_metrics)
+            summary["calibration"] = calibration
+        stats = reward_statistics(model, stats_sample(train_pairs, config.stats_max_pairs, config.seed), pad_id,
+                                  config.per_device_train_batch_size, accelerator,
+                                  progress="" if config.disable_tqdm else "reward statistics")
     summary["reward_mean"], summary["reward_std"] = stats["mean"], stats["std"]
+    if config.use_peft:  # output_dir/adapter (with the head), then the merged model as output_dir/model
+        model = save_adapter_and_merge(model, tokenizer, config.output_dir, accelerator)
     return finish_run(model, tokenizer, summary, config, accelerator, run_.logger, "rm",
                       extra_files={REWARD_STATS_FILE: stats},
                       training_info={"prompt_format": data_info["prompt_format"]})

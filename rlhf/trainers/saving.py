@@ -14,6 +14,7 @@ from rlhf.atomic_io import fsync_dir, fsync_tree, write_json_atomic
 from rlhf.models.loading import TRAINING_INFO_FILE
 from rlhf.trainers.checkpoint import CHECKPOINT_DIR
 from rlhf.trainers.run_logger import write_summary
+from rlhf.trainers.sharding import full_weights_for_saving, gathered
 
 
 def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
@@ -38,9 +39,10 @@ def save_pretrained_atomic(model, tokenizer, path: str | Path, accelerator=None,
     if accelerator is not None:
         model = accelerator.unwrap_model(model)
         accelerator.wait_for_everyone()
+    model, state_dict = full_weights_for_saving(model, accelerator)  # FSDP2: gathered from every process
     if is_main:
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         for name, obj in (extra_files or {}).items():
@@ -59,14 +61,27 @@ def save_pretrained_atomic(model, tokenizer, path: str | Path, accelerator=None,
     return path
 
 
+def save_adapter_and_merge(model, tokenizer, output_dir: str | Path, accelerator):
+    """LoRA's two outputs, the same in every stage: the adapter alone in output_dir/adapter (a
+    reward model's with its scalar head beside it) and, returned, the model with its adapters
+    merged into the weights, which ``finish_run`` saves as output_dir/model. Every process merges,
+    so the weights stay comparable across processes."""
+    from rlhf.models.lora import adapter_to_save, merge_adapters
+
+    model = accelerator.unwrap_model(model)
+    save_pretrained_atomic(adapter_to_save(model), tokenizer, Path(output_dir) / "adapter", accelerator)
+    return merge_adapters(model)
+
+
 @torch.no_grad()
 def weights_in_sync(model, accelerator) -> bool:
     """True when every process holds the same weights (DDP should guarantee it; a mismatch means a
     process skipped a step or synchronisation was bypassed). Compares two float64 checksums per process."""
-    params = [p.detach().double() for p in accelerator.unwrap_model(model).parameters()]
-    local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]).to(accelerator.device)
-    gathered = accelerator.gather(local.unsqueeze(0)).view(-1, 2)  # (num_processes, 2)
-    return bool(torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=0, atol=0))
+    with gathered(accelerator):  # FSDP2: the full weights, which every process must have assembled alike
+        params = [p.detach().double() for p in accelerator.unwrap_model(model).parameters()]
+        local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]).to(accelerator.device)
+    sums = accelerator.gather(local.unsqueeze(0)).view(-1, 2)  # (num_processes, 2)
+    return bool(torch.allclose(sums, sums[:1].expand_as(sums), rtol=0, atol=0))
 
 
 def finish_run(model, tokenizer, summary: dict[str, Any], config, accelerator, logger, stage: str,

@@ -16,6 +16,7 @@ import torch
 from rlhf.config.base import ConfigError, check_input_paths, input_paths, report_to_list, save_config
 from rlhf.trainers import checkpoint, saving
 from rlhf.trainers.resume import check_resume_config, check_resume_path
+from rlhf.trainers.sharding import enable_fsdp_on_cpu
 
 # A folder holding any of these holds a run: refused unless --resume or --overwrite_output_dir.
 RUN_MARKERS = ("config.yaml", "summary.json", "model", "checkpoints", "metrics.jsonl", "tensorboard")
@@ -27,17 +28,20 @@ RUN_OUTPUTS = ("tensorboard", "checkpoints", "metrics.jsonl", "summary.json", "s
 def make_accelerator(config):
     """An Accelerator for this run. On a machine without a GPU we pass ``cpu=True`` so that
     ``torchrun --nproc_per_node N`` gives N CPU processes over gloo (without it accelerate
-    ignores torchrun's environment on the CPU). Trackers of ``report_to`` other than TensorBoard
+    ignores torchrun's environment on the CPU); an FSDP config file (``accelerate launch
+    --config_file examples/accelerate/fsdp2.yaml``) then gives FSDP2 over gloo. Trackers of ``report_to`` other than TensorBoard
     (which RunLogger writes itself) go to accelerate's ``log_with``."""
     from accelerate import Accelerator
 
     trackers = [name for name in report_to_list(getattr(config, "report_to", "none")) if name != "tensorboard"]
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision="bf16" if config.bf16 else "no",
         gradient_accumulation_steps=getattr(config, "gradient_accumulation_steps", 1),
         log_with=trackers or None,
     )
+    enable_fsdp_on_cpu(accelerator, config)  # an FSDP config file on CPU processes: FSDP2 over gloo
+    return accelerator
 
 
 def seed_everything(seed: int) -> None:

@@ -14,10 +14,12 @@ from rlhf.config.sft import SFTConfig
 from rlhf.data import collate_sft, load_demonstrations, tokenize_demonstrations
 from rlhf.losses import sft_loss
 from rlhf.models.loading import load_model_and_tokenizer
+from rlhf.models.lora import add_lora
 from rlhf.progress import phase_bar
 from rlhf.trainers.datasets import load_train_eval, to_device, with_model_limits
-from rlhf.trainers.saving import finish_run
+from rlhf.trainers.saving import finish_run, save_adapter_and_merge
 from rlhf.trainers.setup import check_output_dir, make_accelerator, seed_everything
+from rlhf.trainers.sharding import gathered
 from rlhf.trainers.supervised import SupervisedRun
 
 CONFIG_CLASS = SFTConfig
@@ -28,6 +30,8 @@ def run(config: SFTConfig) -> dict:
     accelerator = make_accelerator(config)
     seed_everything(config.seed)
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+    if config.use_peft:  # train low-rank adapters on the frozen model (docs/lora.md)
+        model = add_lora(model, config)
 
     # 1. Data: demonstrations -> token ids with the prompt masked out of the labels.
     data_config = with_model_limits(config, model)  # max_length 0: the model's position limit
@@ -41,8 +45,9 @@ def run(config: SFTConfig) -> dict:
     model, logger = run_.model, run_.logger
 
     def held_out_metrics(when: str) -> dict[str, float]:
-        return evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator,
-                        progress="" if config.disable_tqdm else f"sft eval {when}")
+        with gathered(accelerator):  # FSDP2: processes may hold different numbers of eval batches
+            return evaluate(model, eval_examples, pad_id, config.per_device_train_batch_size, accelerator,
+                            progress="" if config.disable_tqdm else f"sft eval {when}")
 
     if run_.saved is None and eval_examples:
         logger.log(0, held_out_metrics("before training"))
@@ -69,6 +74,8 @@ def run(config: SFTConfig) -> dict:
         logger.log(state.step, eval_metrics)
         summary.update(eval_metrics)
         summary["eval/loss_before"] = logger.history[0]["eval/loss"] if logger.history else None
+    if config.use_peft:  # output_dir/adapter, then the merged model as output_dir/model
+        model = save_adapter_and_merge(model, tokenizer, config.output_dir, accelerator)
     return finish_run(model, tokenizer, summary, config, accelerator, logger, "sft",
                       training_info={"prompt_format": data_info["prompt_format"]})
 

@@ -142,6 +142,7 @@ class SupervisedRun:
         from rlhf.trainers.optim import make_optimizer, make_scheduler, num_update_steps
         from rlhf.trainers.run_logger import RunLogger
         from rlhf.trainers.setup import prepare_output_dir
+        from rlhf.trainers.sharding import prepare_trainable
 
         size = config.per_device_train_batch_size
 
@@ -162,7 +163,7 @@ class SupervisedRun:
             enable_gradient_checkpointing(model)
         optimizer = make_optimizer(model.parameters(), config)
         scheduler = make_scheduler(optimizer, config, total_steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        model, optimizer = prepare_trainable(accelerator, model, optimizer)  # DDP, FSDP2 or ZeRO
         output_dir = prepare_output_dir(config, accelerator)  # model and data loaded fine: now the folder is written
         checkpointer = Checkpointer(output_dir, accelerator, {"model": model}, optimizer, scheduler,
                                     config.save_total_limit)

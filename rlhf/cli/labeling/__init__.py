@@ -1,0 +1,1 @@
+"""The sub-commands of ``rlhf label`` (rlhf.cli.label), one module each."""

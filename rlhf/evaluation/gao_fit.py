@@ -38,8 +38,9 @@ class GaoFit:
 
     def peak_d(self) -> float | None:
         """Where the fitted gold peaks: d* = alpha / (2 beta) (bon) or exp(alpha / beta - 1) (rl);
-        None when beta <= 0 (no peak: the curve still rises at every d)."""
-        if self.beta <= 0:
+        None when beta <= 0 (no peak: the curve still rises at every d). A beta at the least-squares
+        solver's rounding level (1e-16 where the exact fit is 0) is 0, not a peak at d = 1e15."""
+        if self.beta <= 1e-12 * max(abs(self.alpha), 1.0):
             return None
         if self.form == "bon":
             return self.alpha / (2 * self.beta)

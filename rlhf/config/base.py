@@ -356,3 +356,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def save_config(config: Any, output_dir: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config next to the run's outputs, so the run can be repeated exactly."""
     return write_text_atomic(Path(output_dir) / name, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def stage_options(command: str, name: str, value) -> dict[str, Any]:
+    """The options a composite command (``rlhf pipeline``, ``rlhf iterate``) passes to one stage:
+    its section ``name``, a mapping from YAML or a JSON object from the command line; empty if unset."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as err:
+            raise ConfigError(f"{command}: --{name} must be a JSON object: {err}") from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"{command}: section {name!r} must be a mapping of options, got {type(value).__name__}")
+    return dict(value)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from rlhf.config.base import ConfigError
+from rlhf.config.base import ConfigError, stage_options
 
 FEEDBACK_SOURCES = ("people", "gold", "ai", "labeling")
 POLICY_METHODS = ("ppo", "dpo", "best_of_n")
@@ -90,17 +89,7 @@ class IterateConfig:
     sft: Optional[Union[dict, str]] = field(default=None, metadata={"help": "Options of each round's best-of-n fine-tuning (`rlhf sft`)."})
 
     def section(self, name: str) -> dict[str, Any]:
-        value = getattr(self, name)
-        if value in (None, ""):
-            return {}
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as err:
-                raise ConfigError(f"iterate: --{name} must be a JSON object: {err}") from err
-        if not isinstance(value, dict):
-            raise ConfigError(f"iterate: section {name!r} must be a mapping of options, got {type(value).__name__}")
-        return dict(value)
+        return stage_options("iterate", name, getattr(self, name))
 
     def validate(self) -> None:
         if not self.model_name_or_path:

@@ -17,12 +17,11 @@ unless the section sets them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from rlhf.config.base import ConfigError, config_from_dict, save_config
+from rlhf.config.base import ConfigError, config_from_dict, save_config, stage_options
 from rlhf.pipeline.stages import check_stages, run_stage
 
 STAGE_ORDER = ("sft", "rm", "ppo", "dpo")
@@ -55,17 +54,7 @@ class PipelineConfig:
     dpo: Optional[Union[dict, str]] = field(default=None, metadata={"help": "Options of the DPO stage."})
 
     def section(self, stage: str) -> dict[str, Any]:
-        value = getattr(self, stage)
-        if value in (None, ""):
-            return {}
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as err:
-                raise ConfigError(f"pipeline: --{stage} must be a JSON object: {err}") from err
-        if not isinstance(value, dict):
-            raise ConfigError(f"pipeline: section {stage!r} must be a mapping of options, got {type(value).__name__}")
-        return dict(value)
+        return stage_options("pipeline", stage, getattr(self, stage))
 
     def stage_list(self) -> list[str]:
         stages = [s.strip() for s in self.stages.split(",") if s.strip()]

@@ -111,7 +111,10 @@ class Probe:
             self.current["decode_tokens"] += shape[0] * shape[1]
             return
         mask = kwargs.get("attention_mask")
-        real = int(mask.sum()) if mask is not None and hasattr(mask, "sum") and mask.dim() == 2 else shape[0] * shape[1]
+        # The mask itself is kept and summed when the update ends: int(mask.sum()) here would force
+        # a graph break inside a torch.compile'd forward (the `compile` option), which would then
+        # be timed in another shape than users run it.
+        real = mask if mask is not None and hasattr(mask, "sum") and mask.dim() == 2 else shape[0] * shape[1]
         self.current["fwd_grad" if grad else "fwd_nograd"].append([shape[0], shape[1], real])
 
     # --- the step clock --------------------------------------------------------------------------
@@ -129,6 +132,9 @@ class Probe:
             self.marks = [now]
             self._new_counters()
             return
+        for kind in ("fwd_grad", "fwd_nograd"):
+            self.current[kind] = [[int(b), int(t), int(real.sum()) if hasattr(real, "sum") else int(real)]
+                                  for b, t, real in self.current[kind]]
         self.updates.append({"seconds": now - self.marks[-1], **self.current})
         self.marks.append(now)
         self._new_counters()

@@ -6,13 +6,15 @@
 
 1. ``rlhf label generate``: K = 4 candidates per training prompt from the demo's SFT model, and
    the same for the held-out prompts (prompts_test), whose pairs are labelled by gold: the test set.
-2. File path: the simulated labelers (labeler_pool, as the demo's) rank the candidates directly,
-   one labeler per item, into a rankings file.
-3. App path: ``rlhf label init`` (overlap 1), ``rlhf serve``, ``rlhf label simulate`` (the same
-   five labelers, through the HTTP API), ``rlhf label export``.
+2. App path: ``rlhf label init`` (overlap 1), ``rlhf serve``, ``rlhf label simulate`` (five
+   simulated labelers, through the HTTP API), ``rlhf label export``.
+3. File path: the same simulated labelers (labeler_pool, as the demo's) rank the candidates
+   directly into a rankings file, each item by the labeler the app gave it to.
 4. Careless: a second project with overlap 2 and hidden gold items, five labelers of which the
    last two judge near coin-flip; the admin report's flags, and ``rlhf rm`` on the export with
-   and without the export's ``--labeler_weights``.
+   and without its per-label ``weight`` fields (each label: agreement x gold x min(1, k / ramp)).
+   The app-vs-file comparison trains on the export without its weights too, since the file path
+   has none: it compares the labels, not the weighting.
 5. ``rlhf rm`` on each (same options, same steps), held-out accuracy against gold with its
    standard error, and paired differences (both models on the same held-out pairs).
 
@@ -52,6 +54,12 @@ def rlhf(*args, env=None, quiet=False) -> str:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def without_weights(path: Path) -> Path:
+    """A copy of an export without its ``weight`` fields: ``rlhf rm`` then weighs every pair 1."""
+    out = path.with_name(path.stem + "_unweighted.jsonl")
+    return write_jsonl(out, [{k: v for k, v in r.items() if k != "weight"} for r in read_jsonl(path)])
 
 
 def write_jsonl(path: Path, records) -> Path:
@@ -119,18 +127,29 @@ def label_agreement_with_gold(rankings_file: Path) -> tuple[float, float, int]:
     return rate, math.sqrt(rate * (1 - rate) / total), total
 
 
-def file_rankings(candidates: list[dict], labelers: int, seed: int) -> list[dict]:
-    """The file-based path: item i ranked by labeler i mod n of the demo's pool, directly."""
+def file_rankings(candidates: list[dict], labelers: int, seed: int,
+                  assigned: dict[tuple, str] | None = None) -> list[dict]:
+    """The file-based path: each item ranked directly by a labeler of the demo's pool: the one
+    the app handed it to (``assigned``, keyed by prompt and responses), so that both paths have
+    the same labeler on every item and differ only in the noise drawn; without it item i goes to
+    labeler i mod n."""
     from rlhf.embedded.labelers import labeler_pool
     from rlhf.feedback.labeler import ranking_record
 
     pool = labeler_pool(labelers, seed=seed)
+    by_name = {p.name: p for p in pool}
     rngs = {p.name: random.Random(f"file-{seed}-{p.name}") for p in pool}
     out = []
     for i, record in enumerate(candidates):
-        person = pool[i % len(pool)]
+        key = (record["prompt"], tuple(record["responses"]))
+        person = by_name[assigned[key]] if assigned and key in assigned else pool[i % len(pool)]
         out.append(ranking_record(person, record["prompt"], record["responses"], rngs[person.name], record["ended"]))
     return out
+
+
+def app_assignment(rankings_file: Path) -> dict[tuple, str]:
+    """Who labelled each item in the app's export: (prompt, responses) -> labeler."""
+    return {(r["prompt"], tuple(r["responses"])): r["labeler"] for r in read_jsonl(rankings_file)}
 
 
 class Server:
@@ -189,22 +208,22 @@ def app_labels(work: Path, name: str, candidates: Path, overlap: int, careless: 
     # The weighted export leaves out the labels of weight 0 (--min_weight): a batch holding only
     # such pairs would have a weighted-mean loss of 0/0.
     rlhf("label", "export", "--db", db, "--output_file", work / f"{name}_rankings_weighted.jsonl", "--min_weight", 1e-6)
-    weights = printed.split("--labeler_weights ")[1].split(" --model_name_or_path")[0].strip().strip("'")
+    weights = printed.split("labeler weights now (agreement x gold x experience): ")[1].split()[0]
     result = {"report": report, "labeler_weights": weights, "simulate_seconds": round(seconds, 1)}
     saved.write_text(json.dumps(result))
     return {**result, "rankings": out}
 
 
 def train_rm(work: Path, name: str, sft_model: str, train_file: Path, eval_file: Path, steps: int,
-             weights: str = "", reuse: bool = False) -> dict:
-    out = work / f"rm_{name}"
+             reuse: bool = False, seed: int = 0) -> dict:
+    out = work / (f"rm_{name}" if seed == 0 else f"rm_{name}_seed{seed}")
     if reuse and (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
         return {"model": str(out / "model"), "accuracy": summary["eval/accuracy"],
                 "stderr": summary["eval/accuracy_stderr"], "train_pairs": summary.get("train_pairs")}
     rlhf("rm", "--model_name_or_path", sft_model, "--train_file", train_file, "--eval_file", eval_file,
-         "--output_dir", out, "--max_steps", steps, "--overwrite_output_dir", "true", *RM_OPTIONS,
-         *(["--labeler_weights", weights] if weights else []), quiet=True)
+         "--output_dir", out, "--max_steps", steps, "--overwrite_output_dir", "true", "--seed", seed, *RM_OPTIONS,
+         quiet=True)
     summary = json.loads((out / "summary.json").read_text())
     return {"model": str(out / "model"), "accuracy": summary["eval/accuracy"],
             "stderr": summary["eval/accuracy_stderr"], "train_pairs": summary.get("train_pairs")}
@@ -283,10 +302,9 @@ def careless_experiment(args, work: Path, files: dict, gold_file: Path, sft_mode
     results["labeler_weights"] = careless["labeler_weights"]
     weighted_file = work / "careless_rankings_weighted.jsonl"
     correct = {}
-    for name, rankings, weights in (("unweighted", careless["rankings"], ""),
-                                    ("weighted", weighted_file, careless["labeler_weights"])):
+    for name, rankings in (("unweighted", without_weights(careless["rankings"])), ("weighted", weighted_file)):
         t = time.time()
-        results[name] = train_rm(work, name, sft_model, rankings, eval_file, steps, weights, reuse=args.reuse)
+        results[name] = train_rm(work, name, sft_model, rankings, eval_file, steps, reuse=args.reuse)
         timings[f"rm_{name}"] = round(time.time() - t, 1)
         correct[name] = correct_on_pairs(results[name]["model"], pairs)
     results["weighted_minus_unweighted"] = paired_difference(correct["unweighted"], correct["weighted"])
@@ -305,6 +323,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rm_epochs", type=float, default=1.0, help="rm steps = epochs x pairs of the overlap-1 file / 16")
     parser.add_argument("--careless_only", action="store_true", help="skip the file-vs-app comparison")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rm_seeds", type=lambda text: [int(x) for x in text.split(",")], default=[0],
+                        help="comma list: `rlhf rm --seed` of each file/app reward model pair")
     parser.add_argument("--reuse", action="store_true", help="keep what an earlier run in work_dir finished "
                         "(candidates, labelled projects, trained reward models)")
     parser.add_argument("--out", default="")
@@ -334,16 +354,31 @@ def main(argv=None) -> dict:
     # 2-3. File path vs app path, the same five careful labelers, overlap 1.
     correct = {}
     if not args.careless_only:
-        file_path = write_jsonl(work / "file_rankings.jsonl", file_rankings(train, 5, args.seed))
         t = time.time()
         app = app_labels(work, "app", files["train"], overlap=1, careless=0, seed=args.seed, reuse=args.reuse)
         timings["app_labels"] = round(time.time() - t, 1)
-        for name, rankings in (("file", file_path), ("app", app["rankings"])):
-            t = time.time()
-            results[name] = train_rm(work, name, sft_model, rankings, eval_file, steps, reuse=args.reuse)
-            timings[f"rm_{name}"] = round(time.time() - t, 1)
-            correct[name] = correct_on_pairs(results[name]["model"], pairs)
-        results["app_minus_file"] = paired_difference(correct["file"], correct["app"])
+        # The app hands items to whichever labeler asks first; the file path gives each item to the
+        # same labeler, so the two differ only in the labelers' noise draws and the pairs' order.
+        file_path = write_jsonl(work / "file_rankings.jsonl",
+                                file_rankings(train, 5, args.seed, app_assignment(app["rankings"])))
+        # Each path trains one reward model per --rm_seeds seed (batch order): a paired difference per
+        # seed, and their mean, whose spread across seeds includes the reward model's training noise.
+        differences = []
+        for rm_seed in args.rm_seeds:
+            for name, rankings in (("file", file_path), ("app", without_weights(app["rankings"]))):
+                t = time.time()
+                key = name if rm_seed == args.rm_seeds[0] else f"{name}_seed{rm_seed}"
+                results[key] = train_rm(work, name, sft_model, rankings, eval_file, steps, args.reuse, rm_seed)
+                timings[f"rm_{key}"] = round(time.time() - t, 1)
+                correct[name] = correct_on_pairs(results[key]["model"], pairs)
+            differences.append(paired_difference(correct["file"], correct["app"]))
+        results["app_minus_file"] = differences[0]
+        results["app_minus_file_by_rm_seed"] = dict(zip(args.rm_seeds, differences))
+        if len(differences) > 1:
+            means = [d[0] for d in differences]
+            mean = sum(means) / len(means)
+            spread = math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1) / len(means))
+            results["app_minus_file_mean"] = (mean, spread)
         results["label_agreement_with_gold"] = {"file": label_agreement_with_gold(file_path),
                                                 "app": label_agreement_with_gold(app["rankings"])}
         results["app_simulate_seconds"] = app["simulate_seconds"]

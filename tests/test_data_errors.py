@@ -122,6 +122,30 @@ def test_comparison_errors(tmp_path, record, field, message):
     assert f"line 2, field {field!r}: {message}" in str(err)
 
 
+@pytest.mark.parametrize("extra", [{"prompt": "P", "chosen": "a", "rejected": "b"},
+                                   {"prompt": "P", "responses": ["a", "b", "c"], "ranking": [2, 0, 1]}])
+@pytest.mark.parametrize("weight,shown", [(-1, "-1"), ("x", "'x'"), (float("nan"), "nan"), (float("inf"), "inf"),
+                                          (True, "True"), ([1], "[1]")])
+def test_a_bad_record_weight_names_file_line_and_field(tmp_path, extra, weight, shown):
+    err = error_of(load_comparisons, tmp_path, {**extra, "weight": weight})
+    assert err.field == "weight"
+    assert f"line 2, field 'weight': expected a finite number >= 0 or null, got {shown}" in str(err)
+
+
+def test_record_weights_load_and_each_pair_of_a_ranking_inherits_its_weight(tmp_path):
+    path = write_lines(tmp_path / "w.jsonl", [
+        json.dumps({"prompt": "P", "responses": ["a", "b", "c"], "ranking": [2, 0, 1], "weight": 0.25}),
+        json.dumps({"prompt": "P", "chosen": "a", "rejected": "b", "weight": 0}),
+        json.dumps({"prompt": "P", "chosen": "a", "rejected": "b", "weight": None}),
+        json.dumps({"prompt": "P", "chosen": "a", "rejected": "b"})])
+    pairs = load_comparisons(path)
+    # K = 3 -> 3 pairs, each 0.25; then 0 (a valid weight, not "missing"), null and absent -> None (= 1).
+    assert [p.weight for p in pairs] == [0.25, 0.25, 0.25, 0.0, None, None]
+    assert [(p.chosen, p.rejected) for p in pairs[:3]] == [("c", "a"), ("c", "b"), ("a", "b")]
+    assert [r.weight for r in load_rankings(write_lines(tmp_path / "r.jsonl", [
+        json.dumps({"prompt": "P", "responses": ["a", "b"], "ranking": [1, 0], "weight": 2})]))] == [2.0]
+
+
 @pytest.mark.parametrize("record,field,message", [
     ({"prompt": "P", "responses": ["a", "b", "c"], "ranking": [0, 1, 1]}, "ranking", "expected a permutation of 0..2"),
     ({"prompt": "P", "responses": ["a", "b"], "ranking": [0, 2]}, "ranking", "expected a permutation of 0..1"),

@@ -180,7 +180,8 @@ def test_admin_page_shows_progress_agreement_weights_and_flags(app_env):
     page = client(app)
     page.get(f"/a/{tokens['admin']}")
     html = page.get("/admin").text
-    assert "4 of 8 labels (2 of 4 items complete" in html and "Krippendorff" in html and "--labeler_weights" in html
+    assert "4 of 8 labels (2 of 4 items complete" in html and "Krippendorff" in html
+    assert "counts agreement x gold x min(1, k / 20), so its first label counts\n  1/20, its 5th 5/20" in html
     r = c.post("/api/admin/labelers", headers=bearer(tokens["admin"]), json={"name": "carol"})
     assert r.status_code == 201 and r.json()["link"].startswith("http://testserver/l/")
     assert store.authenticate(r.json()["token"]).name == "carol"

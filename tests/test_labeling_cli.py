@@ -82,13 +82,23 @@ def test_label_commands_end_to_end_with_careless_labelers(tmp_path, capsys, monk
     printed = capsys.readouterr().out
     records = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert {r["labeler"] for r in records} == set(careful)
-    assert all(r["weight"] >= 0.1 and len(r["ranking"]) == len(r["responses"]) for r in records)
-    weights = printed.split("--labeler_weights ")[1].split()[0].strip("'")
+    assert all(len(r["ranking"]) == len(r["responses"]) for r in records)
+    # Each record weighs its own label: a careful labeler's weights grow over its first 10 labels
+    # (--ramp 10: experience k / 10), then stay; --min_weight filtered labelers, not those early labels.
+    for name in careful:
+        mine = [r["weight"] for r in records if r["labeler"] == name]
+        # The first label is a gold item (gold is due at once: 0 < 0.15 x 1), so the first exported one is
+        # the 2nd: 2/10 of the labeler's weight now (agreement x gold, experience 1 by the end).
+        assert mine == sorted(mine) and mine[-1] == pytest.approx(rows[name]["weight"], abs=1e-6)
+        assert mine[0] == pytest.approx(0.2 * rows[name]["weight"], abs=1e-6)
+    assert "--labeler_weights" not in printed.split("train: ")[1]  # the records carry the weights
+    weights = printed.split("labeler weights now (agreement x gold x experience): ")[1].split()[0]
     config = RewardConfig(model_name_or_path="m", train_file=str(out_file), labeler_weights=weights)
-    config.validate()
+    config.validate()  # the printed weights still work as an option for a hand-made file
     assert set(config.parsed_labeler_weights()) == set(careful)
     pairs = load_comparisons(out_file)
     assert len(pairs) == 3 * len(records) and {p.labeler for p in pairs} == set(careful)
+    assert [p.weight for p in pairs] == [r["weight"] for r in records for _ in range(3)]  # K = 3: 3 pairs each
 
 
 def test_a_positional_name_may_come_before_or_after_the_options():

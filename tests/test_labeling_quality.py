@@ -4,7 +4,7 @@ import pytest
 
 from rlhf.feedback.labeling.quality import (TIE, WeightRule, alpha_units, comparisons_by_labeler, gold_accuracy,
                                             consensus_kappas, flipped, kappa_matrix, kappa_with_others, krippendorff_alpha_nominal,
-                                            labeler_flags, labeler_weight, pairwise_preferences)
+                                            label_weight, labeler_flags, labeler_weight, pairwise_preferences)
 
 
 def test_pairwise_preferences_of_a_ranking_with_a_tie():
@@ -105,3 +105,14 @@ def test_consensus_kappa_counts_partners_by_their_own_agreement():
     assert result["a"] == (pytest.approx(0.8), 20) and result["b"] == (pytest.approx(0.8), 20)
     assert result["c"] == (pytest.approx(0.0), 20)
     assert consensus_kappas({("a", "b"): (None, 0)}, ["a", "b"]) == {"a": (None, 0), "b": (None, 0)}
+
+
+def test_the_kth_label_weighs_agreement_times_gold_times_min_1_k_over_ramp():
+    # ramp 4, agreement 0.8, gold 0.5 (agreement x gold = 0.4): k = 1..5 -> 0.4 x (1/4, 2/4, 3/4, 1, 1)
+    # = 0.1, 0.2, 0.3, 0.4, 0.4.
+    assert [label_weight(0.8, 0.5, k, ramp=4) for k in range(1, 6)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+    # ramp 20 (the default): the 5th label counts 5/20 = 0.25 of a settled one; ramp 0: no ramp.
+    assert label_weight(1.0, 1.0, 5, ramp=WeightRule().ramp) == 0.25
+    assert label_weight(1.0, 0.9, 1, ramp=0) == 0.9
+    # The last label's weight is the labeler's weight now (n labels -> experience n / ramp).
+    assert label_weight(0.8, 0.5, 3, 4) == pytest.approx(labeler_weight(0.8, 0.75, 3, WeightRule(ramp=4))["weight"])

@@ -201,16 +201,45 @@ def test_export_writes_rankings_comparisons_with_margin_and_weights_that_rm_load
     records, counts = export_records(dump, report)
     assert counts == {"exported": 3, "all_bad": 1, "with_ties": 1}
     ranking = next(r for r in records if "ranking" in r)
-    assert ranking["labeler"] == "a" and ranking["weight"] == 1.0 and len(ranking["responses"]) == 2
+    # Per label, not per labeler: a's 1st label weighs 1 x 1 x min(1, 1/4) = 0.25, its 2nd 2/4 = 0.5.
+    assert ranking["labeler"] == "a" and ranking["weight"] == 0.25 and len(ranking["responses"]) == 2
     margin = next(r for r in records if "margin" in r)
-    assert margin["margin"] == pytest.approx(2 / 3)
+    assert margin["margin"] == pytest.approx(2 / 3) and margin["weight"] == 0.5
     assert len(records) == 2  # the tie says nothing: no pair
     path = tmp_path / "rankings.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     pairs = load_comparisons(path)
     assert len(pairs) == 2 and {p.labeler for p in pairs} == {"a"} and sorted(p.margin or 0 for p in pairs)[1] > 0
     assert labeler_weights_option(report) == "a=1"
-    assert export_records(dump, {"labelers": [{**report["labelers"][0], "weight": 0.1}]}, min_weight=0.5)[0] == []
-    zero = {"labelers": [{**report["labelers"][0], "weight": 0.0}]}  # kept (and named, so rm gives it 0, not 1)
-    assert len(export_records(dump, zero)[0]) == 2 and labeler_weights_option(zero) == "a=0"
+    row = report["labelers"][0]
+    assert export_records(dump, {**report, "labelers": [{**row, "weight": 0.1}]}, min_weight=0.5)[0] == []
+    zero = {**report, "labelers": [{**row, "agreement": 0.0, "weight": 0.0}]}  # kept, each record at weight 0
+    assert [r["weight"] for r in export_records(dump, zero)[0]] == [0.0, 0.0] and labeler_weights_option(zero) == "a=0"
+    assert [p.weight for p in pairs] == [0.25, 0.5]  # rm reads the record weights
     assert export_records(dump, zero, min_weight=1e-6)[0] == []
+
+
+def test_export_weighs_each_label_by_the_labelers_experience_at_that_label(tmp_path):
+    # A hand-made dump: a gives a gold label, a skip, a ranking, an "all bad", two rankings; b one ranking.
+    # k counts what experience counts (gold and "all bad" too, skips not): a's rankings are its
+    # labels 2, 4, 5. ramp 4, a: agreement 0.8 x gold 0.5 = 0.4 -> 0.4 x 2/4 = 0.2, 0.4 x 1, 0.4 x 1;
+    # b: 1 x 1 x 1/4 = 0.25.
+    items = {i: {"prompt": f"p{i}", "responses": ["x", "y"], "is_gold": i == 0,
+                 "gold_ranking": [0, 1] if i == 0 else None, "label_count": 1} for i in range(6)}
+    label = lambda who, item, kind="ranking": {"labeler": who, "item_id": item, "kind": kind,  # noqa: E731
+                                               "tiers": [[1], [0]] if kind == "ranking" else None, "strength": None}
+    dump = {"items": items, "labels": [label("a", 0), label("a", 1, "skip"), label("a", 1), label("a", 2, "all_bad"),
+                                       label("b", 3), label("a", 4), label("a", 5)]}
+    report = {"rule": {"ramp": 4}, "labelers": [{"name": "a", "agreement": 0.8, "gold": 0.5, "weight": 0.4},
+                                                {"name": "b", "agreement": 1.0, "gold": 1.0, "weight": 0.25}]}
+    records, counts = export_records(dump, report)
+    assert [(r["labeler"], r["prompt"], r["weight"]) for r in records] == [
+        ("a", "p1", 0.2), ("b", "p3", 0.25), ("a", "p4", 0.4), ("a", "p5", 0.4)]
+    assert counts == {"gold": 1, "skip": 1, "all_bad": 1, "exported": 4}
+    # --min_weight drops labelers by their weight now (b: 0.25), not a's early label (0.2 < 0.3).
+    kept, counts = export_records(dump, report, min_weight=0.3)
+    assert [(r["labeler"], r["weight"]) for r in kept] == [("a", 0.2), ("a", 0.4), ("a", 0.4)]
+    assert counts["below_min_weight"] == 1
+    path = tmp_path / "rankings.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [p.weight for p in load_comparisons(path)] == [0.2, 0.25, 0.4, 0.4]  # what rm trains with

@@ -13,6 +13,7 @@ import torch
 from rlhf.data import (IGNORE_INDEX, Comparison, DataError, Demonstration, PromptRecord, Source, collate_pairs,
                        collate_prompts, collate_sft, length_grouped_batches, load_demonstrations,
                        tokenize_comparisons, tokenize_demonstrations, tokenize_prompts, truncate_pair)
+from rlhf.losses import pairwise_rm_loss
 
 SRC = Source("mem.jsonl", 7)
 
@@ -67,13 +68,14 @@ def test_demonstration_prompt_and_completion_encoded_separately_with_eos(tokeniz
 
 
 def test_comparison_tokens_share_prompt_and_end_with_eos(tokenizer):
-    c = Comparison("\n\nHuman: hi\n\nAssistant:", " fine", " the lazy dog", margin=1.5, labeler="ann", source=SRC)
+    c = Comparison("\n\nHuman: hi\n\nAssistant:", " fine", " the lazy dog", margin=1.5, labeler="ann", source=SRC,
+                   weight=0.25)
     (example,) = tokenize_comparisons([c], tokenizer, max_length=64)
     eos = tokenizer.eos_token_id
     assert example["prompt_ids"] == encode(tokenizer, c.prompt)
     assert example["chosen_ids"] == encode(tokenizer, " fine") + [eos]
     assert example["rejected_ids"] == encode(tokenizer, " the lazy dog") + [eos]
-    assert (example["margin"], example["labeler"], example["source"]) == (1.5, "ann", SRC)
+    assert (example["margin"], example["labeler"], example["weight"], example["source"]) == (1.5, "ann", 0.25, SRC)
 
 
 def test_truncation_policy_numbers():
@@ -167,6 +169,32 @@ def test_collate_pairs_stacks_chosen_then_rejected():
     assert batch["margin"].tolist() == [2.0, 0.0]
     assert batch["weights"].tolist() == [0.5, 1.0]
     assert "weights" not in collate_pairs(PAIRS, pad_token_id=1)
+
+
+def test_collate_pairs_weight_is_record_weight_times_labeler_weight():
+    # record weights 0.25 (a) and None (b, = 1); labeler weights a = 0.5, b = 0.8:
+    # 0.25 x 0.5 = 0.125, 1 x 0.8 = 0.8. Without labeler weights: 0.25 x 1, 1 x 1.
+    pairs = [{**PAIRS[0], "weight": 0.25}, {**PAIRS[1], "weight": None}]
+    weighted = collate_pairs(pairs, pad_token_id=1, labeler_weights={"a": 0.5, "b": 0.8})
+    assert weighted["weights"].tolist() == [0.125, pytest.approx(0.8)]
+    assert collate_pairs(pairs, pad_token_id=1)["weights"].tolist() == [0.25, 1.0]
+    zero = collate_pairs([{**PAIRS[0], "weight": 0.0}, {**PAIRS[1], "weight": 0.0}], pad_token_id=1)
+    assert zero["weights"].tolist() == [0.0, 0.0]
+    # A zero-weight batch gives loss 0 (not 0/0), so such a batch is a no-op step.
+    loss, _ = pairwise_rm_loss(torch.tensor([0.3, -1.0]), torch.tensor([0.1, 2.0]), weights=zero["weights"])
+    assert loss.item() == 0.0
+
+
+def test_pairs_without_a_record_weight_train_exactly_as_before():
+    # No "weight" and no labeler weights: no "weights" in the batch, so the loss is the plain
+    # mean of -log sigmoid(r_c - r_r), bit for bit the unweighted path.
+    batch = collate_pairs([{**p, "weight": None} for p in PAIRS], pad_token_id=1)
+    assert "weights" not in batch and batch.keys() == collate_pairs(PAIRS, pad_token_id=1).keys()
+    chosen, rejected = torch.tensor([0.3, -1.0]), torch.tensor([0.1, 2.0])
+    loss, _ = pairwise_rm_loss(chosen, rejected, weights=batch.get("weights"))
+    # (-log sigmoid(0.2) - log sigmoid(-3)) / 2 = (0.598139 + 3.048587) / 2 = 1.823363
+    assert loss.item() == pytest.approx(1.823363, abs=1e-6)
+    assert torch.equal(loss, -torch.nn.functional.logsigmoid(chosen - rejected).mean())
 
 
 def test_collate_pairs_left_padding_ends_every_row_in_the_last_column():

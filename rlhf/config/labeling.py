@@ -89,8 +89,9 @@ class LabelExportConfig:
 
     db: str = field(default=DEFAULT_DB, metadata={"help": DB_HELP})
     output_file: str = field(default="rankings.jsonl", metadata={"help": "Where the rankings go (JSONL)."})
-    min_weight: float = field(default=0.0, metadata={"help": "Leave out every label of a labeler whose weight is "
-                                                             "below this (0: keep all)."})
+    min_weight: float = field(default=0.0, metadata={"help": "Leave out every label of a labeler whose current weight is "
+                                                             "below this (0: keep all); the early labels of a labeler "
+                                                             "kept stay in, with their smaller per-label weight."})
 
     def validate(self) -> None:
         _check_db(self.db)

@@ -21,7 +21,8 @@ class RewardConfig(TrainingConfig):
     train_file: str = field(
         default="",
         metadata={"help": "Comparisons ({prompt, chosen, rejected}, HH-RLHF {chosen, rejected}, conversational) "
-                  "or rankings ({prompt, responses, ranking}), expanded to K(K-1)/2 pairs."},
+                  "or rankings ({prompt, responses, ranking}), expanded to K(K-1)/2 pairs. An optional per-record "
+                  "'weight' (a number >= 0, e.g. from rlhf label export) weights the record's pairs in the loss."},
     )
     eval_file: str = field(default="", metadata={"help": "Held-out comparisons; empty: hold out eval_fraction of train_file."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Fraction of train_file held out when eval_file is empty."})
@@ -33,7 +34,8 @@ class RewardConfig(TrainingConfig):
     labeler_weights: str = field(
         default="",
         metadata={"help": "Per-labeler loss weights as name=weight,name=weight (others 1.0), e.g. to down-weight "
-                  "new or low-agreement labelers."},
+                  "low-agreement labelers in a hand-made file; multiplied with each record's 'weight' (an "
+                  "rlhf label export already carries the labeler's weight in it: don't pass both)."},
     )
     calibration_bins: int = field(default=5, metadata={"help": "Bins of predicted confidence for the calibration table."})
     stats_max_pairs: int = field(

@@ -49,9 +49,12 @@ def collate_pairs(examples: Sequence[Mapping], pad_token_id: int, padding_side: 
 
     Returns ``input_ids``, ``attention_mask`` and ``response_mask`` (1 on response tokens,
     eos included), each (2B, T); ``margin`` (B,) with 0.0 where a pair has none; and, when
-    ``labeler_weights`` is given, ``weights`` (B,): the labeler's weight, 1.0 for a labeler
-    not in the map (or no labeler). Left padding puts every sequence's last token in the
-    last column, which suits a reward model that reads the final position.
+    ``labeler_weights`` is given or any example has a ``weight``, ``weights`` (B,): the pair's
+    own weight (its record's, e.g. a new labeler's early label; 1.0 when None) times its
+    labeler's weight (1.0 for a labeler not in the map, or no labeler). Without either the
+    batch has no ``weights`` and the loss is the plain mean, exactly as before. Left padding
+    puts every sequence's last token in the last column, which suits a reward model that reads
+    the final position.
     """
     sequences, response_masks = [], []
     for side in ("chosen_ids", "rejected_ids"):
@@ -64,10 +67,17 @@ def collate_pairs(examples: Sequence[Mapping], pad_token_id: int, padding_side: 
         "response_mask": pad_sequences(response_masks, 0, padding_side),  # (2B, T)
         "margin": torch.tensor([e.get("margin") or 0.0 for e in examples], dtype=torch.float32),  # (B,)
     }
-    if labeler_weights is not None:
-        batch["weights"] = torch.tensor([float(labeler_weights.get(e.get("labeler"), 1.0)) for e in examples],
-                                        dtype=torch.float32)  # (B,)
+    if labeler_weights is not None or any(e.get("weight") is not None for e in examples):
+        weights = [pair_weight(e, labeler_weights) for e in examples]
+        batch["weights"] = torch.tensor(weights, dtype=torch.float32)  # (B,)
     return batch
+
+
+def pair_weight(example: Mapping, labeler_weights: Mapping[str, float] | None = None) -> float:
+    """A pair's loss weight: record weight x labeler weight, each 1.0 when not given."""
+    record = example.get("weight")
+    labeler = 1.0 if labeler_weights is None else labeler_weights.get(example.get("labeler"), 1.0)
+    return (1.0 if record is None else float(record)) * float(labeler)
 
 
 def collate_prompts(examples: Sequence[Mapping], pad_token_id: int) -> dict[str, torch.Tensor]:

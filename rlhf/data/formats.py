@@ -47,7 +47,8 @@ class Comparison:
     """A prompt and two responses, ``chosen`` preferred over ``rejected``.
 
     ``margin`` is an optional strength of preference (e.g. Llama 2's rating gap), used by a
-    margin loss; ``labeler`` lets the collator weight labelers differently.
+    margin loss; ``labeler`` lets the collator weight labelers differently; ``weight`` (>= 0,
+    None = 1) weights this one comparison, e.g. a new labeler's early label (``rlhf label export``).
     """
 
     prompt: str
@@ -57,6 +58,7 @@ class Comparison:
     labeler: str | None = None
     source: Source = IN_MEMORY
     format: str = TEXT
+    weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Ranking:
     labeler: str | None = None
     source: Source = IN_MEMORY
     format: str = TEXT
+    weight: float | None = None  # of the whole ranking: each of its pairs inherits it
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,16 @@ def _optional_labeler(raw: dict, source: Source) -> str | None:
     if labeler is not None and not isinstance(labeler, str):
         raise _error(source, "labeler", f"expected a string or null, got {_type_name(labeler)}")
     return labeler
+
+
+def _optional_weight(raw: dict, source: Source) -> float | None:
+    """A record's loss weight: a finite number >= 0, or absent/null (= 1)."""
+    weight = raw.get("weight")
+    if weight is None:
+        return None
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise _error(source, "weight", f"expected a finite number >= 0 or null, got {weight!r}")
+    return float(weight)
 
 
 def _optional_margin(raw: dict, source: Source) -> float | None:
@@ -226,10 +239,11 @@ def parse_demonstration(raw: dict, source: Source, tokenizer=None, prompt_field:
 def parse_comparison(raw: dict, source: Source, tokenizer=None, apply_chat_template: bool = False,
                      prompt_field: str = "prompt", chosen_field: str = "chosen",
                      rejected_field: str = "rejected") -> Comparison:
-    """``{"prompt", "chosen", "rejected"}`` (+ "margin", "labeler"); ``{"chosen", "rejected"}`` as
+    """``{"prompt", "chosen", "rejected"}`` (+ "margin", "labeler", "weight"); ``{"chosen", "rejected"}`` as
     HH-RLHF dialogue strings; or either layout with message lists instead of strings. The three
     field names can be mapped (e.g. ``chosen_field="response_j"``); errors name the mapped field."""
     margin, labeler = _optional_margin(raw, source), _optional_labeler(raw, source)
+    weight = _optional_weight(raw, source)
     fields = (chosen_field, rejected_field)
     chosen_value, rejected_value = _require(raw, chosen_field, source), _require(raw, rejected_field, source)
     prompt_value = raw.get(prompt_field)
@@ -252,7 +266,7 @@ def parse_comparison(raw: dict, source: Source, tokenizer=None, apply_chat_templ
                                                   apply_chat_template, fields)
     if chosen == rejected:
         raise _error(source, rejected_field, f"{chosen_field} and {rejected_field} are identical")
-    return Comparison(prompt.text, chosen, rejected, margin, labeler, source, prompt.format)
+    return Comparison(prompt.text, chosen, rejected, margin, labeler, source, prompt.format, weight)
 
 
 def _hh_comparison(chosen_value: Any, rejected_value: Any, source: Source, tokenizer, apply_chat_template: bool,
@@ -275,8 +289,8 @@ def _hh_comparison(chosen_value: Any, rejected_value: Any, source: Source, token
 
 def parse_ranking(raw: dict, source: Source, tokenizer=None, apply_chat_template: bool = False,
                   prompt_field: str = "prompt") -> Ranking:
-    """``{"prompt", "responses": [...], "ranking": [...]}`` (+ "labeler"), ranking best first."""
-    labeler = _optional_labeler(raw, source)
+    """``{"prompt", "responses": [...], "ranking": [...]}`` (+ "labeler", "weight"), ranking best first."""
+    labeler, weight = _optional_labeler(raw, source), _optional_weight(raw, source)
     prompt = _prompt_text(_require(raw, prompt_field, source), prompt_field, source, tokenizer, apply_chat_template)
     responses_value = _require(raw, "responses", source)
     if not isinstance(responses_value, list) or len(responses_value) < 2:
@@ -293,7 +307,7 @@ def parse_ranking(raw: dict, source: Source, tokenizer=None, apply_chat_template
             or sorted(ranking) != list(range(k))):
         raise _error(source, "ranking", f"expected a permutation of 0..{k - 1} (indices into responses, "
                                         f"best first), got {ranking!r}")
-    return Ranking(prompt.text, responses, list(ranking), labeler, source, prompt.format)
+    return Ranking(prompt.text, responses, list(ranking), labeler, source, prompt.format, weight)
 
 
 def parse_prompt(raw: dict, source: Source, tokenizer=None, prompt_field: str = "prompt",
@@ -318,14 +332,15 @@ def rankings_to_comparisons(rankings: Iterable[Ranking]) -> list[Comparison]:
     """Expand each ranking of K responses into its K*(K-1)/2 pairs, chosen = the better ranked.
 
     InstructGPT (Ouyang et al. 2022, sec. 3.5) trains on all pairs of a ranking; keeping
-    them adjacent in the returned list lets a caller batch them together as it did.
+    them adjacent in the returned list lets a caller batch them together as it did. Each pair
+    inherits the ranking's labeler and ``weight`` (the label's weight is the same for all of them).
     """
     pairs = []
     for r in rankings:
         for i, better in enumerate(r.ranking):
             for worse in r.ranking[i + 1:]:
                 pairs.append(Comparison(r.prompt, r.responses[better], r.responses[worse], None, r.labeler, r.source,
-                                        r.format))
+                                        r.format, r.weight))
     return pairs
 
 

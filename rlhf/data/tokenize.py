@@ -122,7 +122,7 @@ def tokenize_demonstrations(demos: Iterable[Demonstration], tokenizer, max_lengt
 def tokenize_comparisons(comparisons: Iterable[Comparison], tokenizer, max_length: int, truncation: bool = True,
                          skip_bad_records: bool = False) -> RecordList:
     """Pair examples: ``prompt_ids``, and ``chosen_ids``/``rejected_ids`` each ending in eos, such
-    that prompt + either response fits ``max_length``; plus ``margin``, ``labeler``, ``source``."""
+    that prompt + either response fits ``max_length``; plus ``margin``, ``labeler``, ``weight``, ``source``."""
     _check_max_length(max_length)
     comparisons = list(comparisons)
     eos = _eos_id(tokenizer)
@@ -138,7 +138,8 @@ def tokenize_comparisons(comparisons: Iterable[Comparison], tokenizer, max_lengt
                     raise _too_long(comparison, field, len(prompt_ids) + len(ids), max_length)
         prompt_ids, keep = truncate_pair(prompt_ids, max(len(chosen_ids), len(rejected_ids)), max_length)
         return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids[:keep], "rejected_ids": rejected_ids[:keep],
-                "margin": comparison.margin, "labeler": comparison.labeler, "source": comparison.source}
+                "margin": comparison.margin, "labeler": comparison.labeler, "weight": comparison.weight,
+                "source": comparison.source}
 
     def too_long(i: int) -> bool:
         return len(prompts[i]) + max(len(chosen[i]), len(rejected[i])) > max_length

@@ -40,7 +40,8 @@ def run(config: RewardConfig) -> dict:
     if config.use_peft:  # adapters on the backbone; the scalar head is trained in full
         model = add_lora_to_scalar_model(model, config)
 
-    # 1. Data: comparisons (rankings expand to K(K-1)/2 pairs) -> token ids, with per-pair weights.
+    # 1. Data: comparisons (rankings expand to K(K-1)/2 pairs) -> token ids. A pair's loss weight
+    #    is its record's "weight" (each pair of a ranking inherits it) x --labeler_weights, each 1 if absent.
     data_config = with_model_limits(config, model)  # max_length 0: the model's position limit
     max_length = data_config.max_length
     train_pairs, eval_pairs, data_info = load_train_eval_pairs(data_config, tokenizer)

@@ -1,4 +1,5 @@
-"""``rlhf label export``: the labels as rankings for ``rlhf rm``, each with its labeler and weight."""
+"""``rlhf label export``: the labels as rankings for ``rlhf rm``, each with its labeler and the weight of
+that label (``rlhf rm`` reads it; no ``--labeler_weights`` needed)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def run(config: LabelExportConfig) -> dict:
     weights = labeler_weights_option(report, config.min_weight)
     left_out = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()) if kind != "exported") or "none"
     print(f"wrote {len(records)} records ({counts.get('exported', 0)} labels) to {config.output_file}; left out: {left_out}")
-    print("weights (agreement x gold x experience): " + (weights or "none"))
-    print(f"train: rlhf rm --train_file {config.output_file} --labeler_weights {shlex.quote(weights)} "
+    print("labeler weights now (agreement x gold x experience): " + (weights or "none"))
+    print("each record's weight: agreement x gold x min(1, k / ramp) for the labeler's k-th label")
+    print(f"train: rlhf rm --train_file {shlex.quote(str(config.output_file))} "
           "--model_name_or_path <sft model> --output_dir <dir>")
     return {"records": len(records), "counts": counts, "labeler_weights": weights}

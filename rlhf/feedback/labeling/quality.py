@@ -21,7 +21,12 @@ The weight rule (InstructGPT and the seed: agreement is watched, new labelers co
     experience = min(1, labels given / ramp)                 ramp = 20 labels by default
 
 so a coin-flipping labeler (kappa ~ 0, gold accuracy ~ 0.5) weighs ~0, and a careful one with 10
-labels weighs half of what it will after 20. A labeler is flagged when its kappa is below
+labels weighs half of what it will after 20. That is the labeler's weight *now*; each exported
+comparison record carries the weight of its own label (:func:`label_weight`): the labeler's k-th
+confirmed label (k = 1, 2, ... in the order stored, gold and "all bad" included, skips not)
+counts agreement * gold * min(1, k / ramp): with ramp 20 its 5th label counts 5/20 of what its
+20th and every later one count, however many it gives afterwards (the seed: a new labeler's
+*early comparisons* count less). A labeler is flagged when its kappa is below
 ``kappa_threshold`` (0.5, the seed's line for unclear guidelines) or its gold accuracy below
 ``gold_threshold`` (0.7), each only once it has ``min_shared`` comparisons to judge by.
 """
@@ -189,14 +194,26 @@ class WeightRule:
     min_shared: int = 10
 
 
+def experience(k: int, ramp: int) -> float:
+    """min(1, k / ramp): how much a labeler's k-th label (or a labeler with k labels) counts for
+    experience; ramp 0 turns the ramp off."""
+    return min(1.0, k / ramp) if ramp > 0 else 1.0
+
+
 def labeler_weight(kappa: float | None, gold: float | None, n_labels: int, rule: WeightRule = WeightRule()
                    ) -> dict[str, float]:
     """The three factors and their product (module docstring), for the admin page to show."""
     agreement = 1.0 if kappa is None else min(1.0, max(0.0, kappa))
     gold_factor = 1.0 if gold is None else min(1.0, max(0.0, (gold - 0.5) / 0.5))
-    experience = min(1.0, n_labels / rule.ramp) if rule.ramp > 0 else 1.0
-    return {"agreement": agreement, "gold": gold_factor, "experience": experience,
-            "weight": agreement * gold_factor * experience}
+    exp = experience(n_labels, rule.ramp)
+    return {"agreement": agreement, "gold": gold_factor, "experience": exp, "weight": agreement * gold_factor * exp}
+
+
+def label_weight(agreement: float, gold: float, k: int, ramp: int) -> float:
+    """The weight of a labeler's k-th confirmed label (k = 1, 2, ...): agreement * gold *
+    min(1, k / ramp). Agreement and gold are the labeler's current factors (its later labels
+    tell how careful it was all along); only experience is taken at the time of the label."""
+    return agreement * gold * experience(k, ramp)
 
 
 def labeler_flags(kappa: float | None, n_shared: int, gold: float | None, n_gold: int,

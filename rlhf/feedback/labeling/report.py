@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from rlhf.feedback.labeling.quality import (WeightRule, alpha_units, comparisons_by_labeler, gold_accuracy,
                                             kappa_matrix, consensus_kappas, krippendorff_alpha_nominal,
-                                            labeler_flags, labeler_weight)
+                                            label_weight, labeler_flags, labeler_weight)
 from rlhf.feedback.labeling.store import COUNTED, STRENGTH_MARGINS
 
 
@@ -73,23 +73,34 @@ def export_records(dump: dict, report: dict, min_weight: float = 0.0) -> tuple[l
     - a ranking with ties: one comparison record per pair of different tiers (a tie says
       nothing about which is better, and the rankings format has no ties).
 
+    ``weight`` is the weight of that label (``quality.label_weight``): the labeler's agreement
+    x gold x min(1, k / ramp) for its k-th confirmed label in the order stored, so a new
+    labeler's early comparisons count less than its later ones; ``rlhf rm`` multiplies it into
+    the pair's loss weight.
+
     Gold items (checks, not data), "all bad" and skips are left out, and so is every label of
-    a labeler whose weight is below ``min_weight``. Returns (records, counts)."""
+    a labeler whose current weight (``report``'s) is below ``min_weight``: the filter drops
+    labelers, not early labels (those are already down-weighted, and dropping them would cut
+    every labeler's first labels, careful or not). Returns (records, counts)."""
     items = dump["items"]
-    weights = {row["name"]: row["weight"] for row in report["labelers"]}
-    records, counts = [], defaultdict(int)
+    rows = {row["name"]: row for row in report["labelers"]}
+    ramp = int(report["rule"]["ramp"])
+    records, counts, given = [], defaultdict(int), defaultdict(int)
     for lab in dump["labels"]:
         item = items[lab["item_id"]]
+        if lab["kind"] in COUNTED:  # k counts what the labeler's experience counts: gold and "all bad" too
+            given[lab["labeler"]] += 1
         if item["is_gold"]:
             counts["gold"] += 1
             continue
         if lab["kind"] != "ranking":
             counts[lab["kind"]] += 1
             continue
-        weight = weights[lab["labeler"]]
-        if weight < min_weight:
+        row = rows[lab["labeler"]]
+        if row["weight"] < min_weight:
             counts["below_min_weight"] += 1
             continue
+        weight = label_weight(row["agreement"], row["gold"], given[lab["labeler"]], ramp)
         tiers, responses = lab["tiers"], item["responses"]
         base = {"prompt": item["prompt"], "labeler": lab["labeler"], "weight": round(weight, 6)}
         if lab["strength"] is not None:
@@ -109,6 +120,7 @@ def export_records(dump: dict, report: dict, min_weight: float = 0.0) -> tuple[l
 
 
 def labeler_weights_option(report: dict, min_weight: float = 0.0) -> str:
-    """``rlhf rm --labeler_weights`` for the exported labelers: ``alice=0.93,bob=0.41``."""
+    """Each exported labeler's current weight, ``alice=0.93,bob=0.41``, for people to read (and
+    ``rlhf rm --labeler_weights`` on a hand-made file); an export's records carry their own weights."""
     return ",".join(f"{row['name']}={row['weight']:.4g}" for row in report["labelers"]
                     if row["weight"] >= min_weight and row["labels"])

@@ -7,10 +7,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from rlhf.config.base import ConfigError, parse_config
 from rlhf.config.iterate import IterateConfig
+from rlhf.errors import UserError
 from rlhf.pipeline import iterate
 
 TINY = {"rm": {"max_steps": 4, "per_device_train_batch_size": 4, "save_steps": 2, "eval_fraction": 0.25,
@@ -40,9 +42,16 @@ def config_for(model, prompts, out, *extra):
 
 
 def run_quietly(config):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return iterate.run(config)
+    """The run on one thread: a 2-layer model gains nothing from a second, and on a busy machine
+    two threads waiting on each other made a round ten times slower (measured: tests/test_overopt_user.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return iterate.run(config)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def weights(out, round_):
@@ -143,6 +152,10 @@ def test_bad_options_are_one_line_errors(tiny_demo_model_dir, embedded_prompts, 
         config_for(tiny_demo_model_dir, embedded_prompts, tmp_path, "--samples_per_prompt", "1")
     with pytest.raises(ConfigError, match=r"holds 24 prompts: too few for 4 rounds of 8 fresh prompts"):
         run_quietly(config_for(tiny_demo_model_dir, embedded_prompts, tmp_path, "--rounds", "4"))
+    with pytest.raises(UserError, match="has no function 'no_such_gold'"):  # before any round starts
+        run_quietly(config_for(tiny_demo_model_dir, embedded_prompts, tmp_path / "gold", "--gold_reward_function",
+                               "rlhf.embedded.gold:no_such_gold"))
+    assert not (tmp_path / "gold" / "round_1").exists()
 
 
 def test_labeling_feedback_waits_for_the_project_then_exports_it(tmp_path):
@@ -203,3 +216,92 @@ def test_the_command_lists_its_options_and_refuses_a_bad_one(tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1] == ("rlhf iterate: error: policy_method must be one of ppo, dpo, "
                                                    "best_of_n, got 'sft'")
+
+
+# One round with each other feedback source and policy method: what the round wrote.
+ONE_ROUND = {"dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "eval_fraction": 0.25, "save_steps": 2},
+             "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 2}}
+
+
+def one_round(model, prompts, out, *extra):
+    config = config_for(model, prompts, out, "--rounds", "1", "--dpo", json.dumps(ONE_ROUND["dpo"]), "--sft",
+                        json.dumps(ONE_ROUND["sft"]), *extra)
+    return run_quietly(config)
+
+
+def read_lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def assert_round_written(out, results, stage, start_model):
+    """round_1 holds the samples, labels, reward model and the trained policy (trained by ``stage``,
+    from ``start_model``, its weights moved); the table has the start row and round 1's."""
+    rd = out / "round_1"
+    samples, labels = read_lines(rd / "samples.jsonl"), read_lines(rd / "labels.jsonl")
+    assert samples and labels and {r["prompt"] for r in labels} <= {s["prompt"] for s in samples}
+    assert (rd / "rm" / "model").is_dir() and (rd / "eval.json").is_file()
+    policy_config = (rd / "policy" / "config.yaml").read_text()
+    assert f"model_name_or_path: {start_model}\n" in policy_config
+    assert json.loads((rd / "policy" / "summary.json").read_text())["stage"] == stage
+    trained, start = weights(out, 1), load_file(str(Path(start_model) / "model.safetensors"))
+    assert any(not trained[name].equal(start[name]) for name in trained)
+    assert [r["round"] for r in results["rounds"]] == [1] and results["rounds"][0]["labels_so_far"] == len(labels)
+    table = (out / "iterate_table.md").read_text().splitlines()
+    assert table[2].startswith("| 0 (start) |") and table[3].startswith("| 1 |") and len(table) == 4
+    return labels
+
+
+def test_ai_feedback_ranks_with_a_tiny_judge(tiny_demo_model_dir, tiny_model_dir, embedded_prompts, tmp_path):
+    """--feedback ai: a tiny causal LM judges (position flips kept: a random judge flips most);
+    the labels are the judge's, its answers cached and summarised in the round's folder."""
+    results = one_round(tiny_demo_model_dir, embedded_prompts, tmp_path, "--feedback", "ai", "--judge",
+                        tiny_model_dir, "--keep_position_flips", "true")
+    labels = assert_round_written(tmp_path, results, "ppo", tiny_demo_model_dir)
+    assert {r["labeler"] for r in labels} == {f"ai:{tiny_model_dir.name}"}
+    assert all(sorted(r["ranking"]) == list(range(len(r["responses"]))) for r in labels)
+    summary = json.loads((tmp_path / "round_1" / "judge_summary.json").read_text())
+    assert summary["pairs"] == sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in labels)
+    assert (tmp_path / "round_1" / "judge_cache.jsonl").stat().st_size > 0
+
+
+def test_dpo_rounds_train_the_policy_on_the_labels(tiny_demo_model_dir, embedded_prompts, tmp_path):
+    from rlhf.embedded.labelers import labeler_pool
+
+    results = one_round(tiny_demo_model_dir, embedded_prompts, tmp_path, "--policy_method", "dpo")
+    labels = assert_round_written(tmp_path, results, "dpo", tiny_demo_model_dir)
+    assert {r["labeler"] for r in labels} <= {labeler.name for labeler in labeler_pool(seed=0)}
+    policy_config = (tmp_path / "round_1" / "policy" / "config.yaml").read_text()
+    assert f"train_file: {tmp_path / 'round_1' / 'rm_train.jsonl'}\n" in policy_config  # all labels so far
+    assert f"ref_model_path: {tiny_demo_model_dir}\n" in policy_config
+
+
+def test_best_of_n_rounds_fine_tune_on_the_reward_models_choices(tiny_demo_model_dir, embedded_prompts, tmp_path):
+    from rlhf.embedded.labelers import labeler_pool
+
+    results = one_round(tiny_demo_model_dir, embedded_prompts, tmp_path, "--policy_method", "best_of_n",
+                        "--best_of_n", 3)
+    labels = assert_round_written(tmp_path, results, "sft", tiny_demo_model_dir)
+    assert {r["labeler"] for r in labels} <= {labeler.name for labeler in labeler_pool(seed=0)}
+    demonstrations = read_lines(tmp_path / "round_1" / "best_of_n.jsonl")
+    round_prompts = {r["prompt"] for r in read_lines(embedded_prompts / "train.jsonl")[:8]}
+    assert demonstrations and all(d["prompt"] in round_prompts and d["completion"].strip() for d in demonstrations)
+    policy_config = (tmp_path / "round_1" / "policy" / "config.yaml").read_text()
+    assert f"train_file: {tmp_path / 'round_1' / 'best_of_n.jsonl'}\n" in policy_config
+
+
+def test_a_judge_that_gives_no_labels_stops_the_round_with_the_reason(tiny_model_dir, tmp_path):
+    """A random tiny judge changes its verdict with the order on every pair: without
+    --keep_position_flips no pair gets a label, and the round says so instead of training on none."""
+    from rlhf.pipeline.iterate_steps import rank_with_judge
+
+    config = parse_config(IterateConfig, ["--model_name_or_path", "m", "--prompts_file", "p", "--feedback", "ai",
+                                          "--judge", str(tiny_model_dir)])
+    records = [{"prompt": "\n\nHuman: what is one plus two?\n\nAssistant:", "responses": [" three", " four", " no"],
+                "ended": [True, True, True]}] * 2
+    with pytest.raises(ConfigError, match=r"gave no labels: its verdict changed with the order of the two responses "
+                                          r"on 6 of 6 pairs \(position bias\); use a better judge or "
+                                          r"--keep_position_flips true"):
+        rank_with_judge(config, records, tmp_path / "judge_cache.jsonl", seed=0)
+    config.keep_position_flips = True
+    ranked = rank_with_judge(config, records, tmp_path / "judge_cache.jsonl", seed=0)
+    assert len(ranked) == 2 and all(sorted(r["ranking"]) == [0, 1, 2] for r in ranked)

@@ -41,6 +41,11 @@ class IterateConfig:
     )
     judge: str = field(default="~/.cache/rlhf/smollm2-135m-instruct",
                        metadata={"help": "With --feedback ai: a local folder of the judge model."})
+    keep_position_flips: bool = field(
+        default=False,
+        metadata={"help": "With --feedback ai: label a pair whose verdict changes with the order by the mean of both "
+                  "orders instead of giving it no label (as `rlhf demo`)."},
+    )
     labeling_overlap: int = field(default=1, metadata={"help": "With --feedback labeling: labels wanted per item."})
     labeling_poll_seconds: float = field(
         default=10.0, metadata={"help": "With --feedback labeling: how often the round checks whether labeling is complete."})

@@ -10,6 +10,7 @@ them moves the policy toward its own best samples.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,11 +21,15 @@ from rlhf.atomic_io import write_json_atomic, write_jsonl
 from rlhf.config.base import ConfigError
 from rlhf.config.best_of_n import BestOfNConfig
 from rlhf.data import collate_prompts, load_prompts, tokenize_prompts
-from rlhf.evaluation.compare import best_of_n_kl
 from rlhf.progress import phase_bar
 from rlhf.rollout.generation import SamplingParams, decode_responses, generate
 
 CONFIG_CLASS = BestOfNConfig
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || policy) = log n - (n - 1) / n nats (an upper bound; exact without ties)."""
+    return math.log(n) - (n - 1) / n
 
 
 @torch.no_grad()

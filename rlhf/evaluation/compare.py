@@ -6,31 +6,26 @@ score, the KL to the reference and the length. The gain over a baseline policy i
 prompt: the prompt-to-prompt spread cancels in the difference, so a small gain can be told
 from noise. A best-of-n row (sample n from the baseline, keep the response the reward model
 scores highest) is the sanity check every RLHF result should beat or explain: its KL to the
-baseline is at most log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2023).
+baseline is at most log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2023). Its samples
+come from ``rlhf.evaluation.best_of_n``, the sampler of ``rlhf best-of-n`` too.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from rlhf.data import collate_prompts
+from rlhf.evaluation.best_of_n import best_of_n_kl, sample_best_of_n
 from rlhf.evaluation.policy_eval import evaluate_policy
 from rlhf.models.loading import load_causal_lm
-from rlhf.rollout.generation import SamplingParams, decode_responses, generate
+from rlhf.rollout.generation import SamplingParams
 
 
 def stderr(values: torch.Tensor) -> float:
     """Standard error of the mean of ``values`` (independent prompts)."""
     return (values.std() / values.numel() ** 0.5).item() if values.numel() > 1 else 0.0
-
-
-def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n || policy) = log n - (n - 1) / n nats (an upper bound; exact without ties)."""
-    return math.log(n) - (n - 1) / n
 
 
 def compare_policies(policies: dict[str, str | Path], prompts: list[dict], tokenizer, reference, reward,
@@ -74,33 +69,15 @@ def _per_prompt_gold(records: list[dict], repeats: int, num_prompts: int) -> tor
     return golds.view(repeats, num_prompts).mean(0)  # (P,)
 
 
-@torch.no_grad()
 def best_of_n_samples(policy, tokenizer, prompts: list[dict], n: int, reward, gold_function: Callable,
                       sampling: SamplingParams, seed: int, batch_size: int = 64) -> list[dict]:
-    """For each prompt, ``n`` samples of ``policy`` and the one ``reward`` scores highest, as a
-    record ``{"prompt", "response", "ended", "score", "gold", "length"}``; seeded, and the
-    caller's RNG state is restored."""
-    device = next(policy.parameters()).device
-    rng_state = torch.random.get_rng_state()
-    torch.manual_seed(seed + 1)
-    chosen = []
-    for start in range(0, len(prompts), batch_size):
-        batch = collate_prompts([p for p in prompts[start:start + batch_size] for _ in range(n)], tokenizer.pad_token_id)
-        rollout = generate(policy, batch["input_ids"].to(device), batch["attention_mask"].to(device), sampling,
-                           tokenizer.eos_token_id, tokenizer.pad_token_id)
-        prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
-        responses = decode_responses(tokenizer, rollout)
-        scores = reward(rollout, prompt_texts, responses).float().view(-1, n)  # (b, n)
-        lengths = rollout.response_mask.sum(1).view(-1, n)  # (b, n)
-        ended = rollout.ended.view(-1, n)
-        for i, j in enumerate(scores.argmax(1).tolist()):
-            k = i * n + j
-            chosen.append({"prompt": prompt_texts[k], "response": responses[k], "ended": bool(ended[i, j]),
-                           "score": scores[i, j].item(), "length": lengths[i, j].item()})
+    """For each prompt, the best of ``n`` samples by ``reward`` (``sample_best_of_n``, the one
+    best-of-n sampler, on the stream ``seed + 1``) with its ``"gold"`` added; the caller's RNG
+    state is restored."""
+    chosen = sample_best_of_n(policy, tokenizer, prompts, n, reward, sampling, seed + 1, batch_size)
     golds = gold_function([c["prompt"] for c in chosen], [c["response"] for c in chosen], [c["ended"] for c in chosen])
     for record, gold in zip(chosen, golds):
         record["gold"] = float(gold)
-    torch.random.set_rng_state(rng_state)
     return chosen
 
 

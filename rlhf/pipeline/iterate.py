@@ -97,6 +97,10 @@ def run(config: IterateConfig) -> dict:
     for path in filter(None, (config.prompts_file, config.eval_prompts_file, config.initial_labels_file)):
         if not Path(path).is_file():
             raise ConfigError(f"{path} does not exist")
+    if config.gold_reward_function:  # a missing or non-callable gold: one line now, not after a round of training
+        from rlhf.rewards.scorers import load_function
+
+        load_function(config.gold_reward_function, "gold_reward_function")
     save_config(config, config.output_dir, name=CONFIG_FILE)
     pool = list(load_prompts(config.prompts_file))
     if config.rounds * config.prompts_per_round > len(pool):

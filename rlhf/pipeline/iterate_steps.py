@@ -70,7 +70,8 @@ def rank_samples(config: IterateConfig, records: list[dict], round_dir: Path, se
 
 
 def rank_with_judge(config: IterateConfig, records: list[dict], cache_file: Path, seed: int) -> list[dict]:
-    """The AI judge's rankings (pairs whose verdict flips with the order give no label)."""
+    """The AI judge's rankings (pairs whose verdict flips with the order give no label, unless
+    ``keep_position_flips``)."""
     from rlhf.feedback.constitution import load_constitution
     from rlhf.feedback.judge_http import JudgeCache
     from rlhf.feedback.judges import JudgeStats, LocalJudge, judge_rankings
@@ -81,8 +82,12 @@ def rank_with_judge(config: IterateConfig, records: list[dict], cache_file: Path
                           "model folder")
     stats = JudgeStats()
     ranked = judge_rankings(JudgeCache(LocalJudge(str(judge_path)), cache_file), load_constitution(), records, seed,
-                            stats)
+                            stats, config.keep_position_flips)
     write_json_atomic(cache_file.with_name("judge_summary.json"), stats.summary())
+    if not ranked:  # a reward model cannot learn from no labels: say why here, not in the trainer
+        raise ConfigError(f"the AI judge {judge_path.name} gave no labels: its verdict changed with the order of the "
+                          f"two responses on {stats.flipped} of {stats.pairs} pairs (position bias); use a better "
+                          "judge or --keep_position_flips true")
     return ranked
 
 

@@ -52,14 +52,33 @@ class OveroptConfig:
         metadata={"help": "A finished `rlhf demo` folder whose data, SFT model and SFT-sample rankings to reuse "
                   "(its seed and sizes then apply); empty: run those stages here."},
     )
+    gold_reward_function: str = field(
+        default="",
+        metadata={"help": "Your own task's gold reward, module:name or path/to/file.py:name (f(prompts, responses, "
+                  "ended) -> scores), as in `rlhf iterate`: the study then runs on your task, from your SFT policy "
+                  "(model_name_or_path; no SFT stage) and your prompts_file and eval_prompts_file. Empty: the "
+                  "embedded task."},
+    )
+    prompts_file: str = field(
+        default="",
+        metadata={"help": "With gold_reward_function: your training prompts; the first max(data_amounts) are sampled "
+                  "(samples_per_prompt each) and labelled by your gold function, and PPO trains on all of them."},
+    )
+    eval_prompts_file: str = field(
+        default="", metadata={"help": "With gold_reward_function: your held-out prompts (best-of-n and PPO curves)."})
+    samples_per_prompt: int = field(
+        default=4, metadata={"help": "With gold_reward_function: K responses of your policy per labelled prompt "
+                                     "(up to K(K-1)/2 pairs each)."})
     seed: int = field(default=0, metadata={"help": "Seed of the data, the labelers and every stage."})
     num_demonstrations: int = field(default=1500, metadata={"help": "Labeler demonstrations for SFT (as the demo)."})
-    num_rankings: int = field(default=1200, metadata={"help": "Ranked prompts for the proxies (as the demo)."})
+    num_rankings: int = field(default=1200, metadata={"help": "Ranked prompts for the proxies (as the demo; the "
+                                                               "embedded task)."})
     sft_steps: int = field(default=300, metadata={"help": "SFT optimizer steps (as the demo)."})
     label_sources: str = field(
-        default="pool,gold_flip",
-        metadata={"help": "Whose labels the proxies learn: pool (the simulated labelers: noisy, length-biased) and/or "
-                  "gold_flip (the gold labeler with flip_rate of its pairs flipped, as AlpacaFarm)."},
+        default="",
+        metadata={"help": "Whose labels the proxies learn: pool (the simulated labelers: noisy, length-biased; the "
+                  "embedded task only) and/or gold_flip (the gold labeler with flip_rate of its pairs flipped, as "
+                  "AlpacaFarm). Empty: pool,gold_flip on the embedded task, gold_flip with gold_reward_function."},
     )
     flip_rate: float = field(default=0.25, metadata={"help": "Share of the gold labeler's pairwise labels flipped."})
     data_amounts: str = field(
@@ -72,7 +91,9 @@ class OveroptConfig:
                                                             "trained on the PPO proxy's data; 1: no ensemble runs."})
     bon_prompts: int = field(default=48, metadata={"help": "Held-out prompts of the best-of-n curves."})
     bon_max_n: int = field(default=256, metadata={"help": "Largest n (a power of two); this many samples per prompt."})
-    ppo_proxy: str = field(default="pool_1200", metadata={"help": "The proxy PPO optimises, source_amount."})
+    ppo_proxy: str = field(
+        default="", metadata={"help": "The proxy PPO optimises, source_amount; empty: the first source's largest "
+                                      "amount (pool_1200 by default on the embedded task)."})
     ppo_kl_coefs: str = field(default="0,0.05", metadata={"help": "beta of the PPO runs against the single proxy."})
     ensemble_aggregations: str = field(
         default="min,mean_minus_std",
@@ -90,16 +111,18 @@ class OveroptConfig:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a study already in output_dir."})
 
     def validate(self) -> None:
+        self._validate_task()
         if set(self.sources()) - set(SOURCES) or not self.sources():
             raise ConfigError(f"label_sources must be a comma-separated subset of {','.join(SOURCES)}, "
                               f"got {self.label_sources!r}")
         if not 0.0 <= self.flip_rate < 0.5:
             raise ConfigError(f"flip_rate must be in [0, 0.5), got {self.flip_rate}")
         amounts = self.amounts()
-        if not amounts or min(amounts) < 1 or max(amounts) > self.num_rankings:
-            raise ConfigError(f"data_amounts must be between 1 and num_rankings ({self.num_rankings}), "
-                              f"got {self.data_amounts!r}")
-        if self.ppo_proxy not in self.proxy_names():
+        most = 10**12 if self.gold_reward_function else self.num_rankings  # your task: checked on prompts_file
+        if not amounts or min(amounts) < 1 or max(amounts) > most:
+            bounds = "positive" if self.gold_reward_function else f"between 1 and num_rankings ({self.num_rankings})"
+            raise ConfigError(f"data_amounts must be {bounds}, got {self.data_amounts!r}")
+        if self.proxy_for_ppo() not in self.proxy_names():
             raise ConfigError(f"ppo_proxy {self.ppo_proxy!r} is not one of the proxies {', '.join(self.proxy_names())}")
         if self.bon_max_n < 1 or self.bon_max_n & (self.bon_max_n - 1):
             raise ConfigError(f"bon_max_n must be a power of two, got {self.bon_max_n}")
@@ -111,15 +134,48 @@ class OveroptConfig:
         if self.eval_prompts < 0:
             raise ConfigError(f"eval_prompts must be 0 or more, got {self.eval_prompts}")
         for name in ("rm_epochs", "ensemble_size", "bon_prompts", "ppo_steps", "ppo_rollout_batch_size", "eval_every",
-                     "num_rankings", "num_demonstrations", "sft_steps"):
+                     "num_rankings", "num_demonstrations", "sft_steps", "samples_per_prompt"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ppo_rollout_batch_size % 16 and self.ppo_rollout_batch_size > 16:
             raise ConfigError(f"ppo_rollout_batch_size must be at most 16 or a multiple of 16, "
                               f"got {self.ppo_rollout_batch_size}")
 
+    def _validate_task(self) -> None:
+        """Your own task (gold_reward_function) needs your policy and prompts and has no simulated pool;
+        the embedded task takes none of your task's options."""
+        if not self.gold_reward_function:
+            for name in ("prompts_file", "eval_prompts_file"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name} is for your own task: pass --gold_reward_function too (module:name "
+                                      "or path/to/file.py:name), or leave it out to run on the embedded task")
+            return
+        if self.demo_dir:
+            raise ConfigError("demo_dir reuses an embedded-task demo; with gold_reward_function pass your SFT policy "
+                              "as --model_name_or_path instead")
+        if self.model_name_or_path == EMBEDDED_BASE_MODEL:
+            raise ConfigError("gold_reward_function (your own task) needs --model_name_or_path: your SFT policy (the "
+                              "default is the embedded task's untrained base model)")
+        for name in ("prompts_file", "eval_prompts_file"):
+            if not getattr(self, name):
+                raise ConfigError(f"gold_reward_function (your own task) needs --{name}")
+        if "pool" in self.sources():
+            raise ConfigError("label_sources pool: the simulated labeler pool exists only on the embedded task; on "
+                              "your own task the proxies learn gold_flip (your gold function's labels with flip_rate "
+                              "of them flipped)")
+
     def sources(self) -> list[str]:
+        if not self.label_sources.strip():
+            return ["gold_flip"] if self.gold_reward_function else list(SOURCES)
         return [s.strip() for s in self.label_sources.split(",") if s.strip()]
+
+    def proxy_for_ppo(self) -> str:
+        """``ppo_proxy``, or by default the first source's largest amount (pool_1200 on the embedded task)."""
+        return self.ppo_proxy or f"{self.sources()[0]}_{max(self.amounts(), default=0)}"
+
+    def gold_spec(self) -> str:
+        """The gold reward's module:name: yours, or the embedded task's."""
+        return self.gold_reward_function or GOLD_FUNCTION
 
     def amounts(self) -> list[int]:
         try:
@@ -150,7 +206,12 @@ def demo_config(config: OveroptConfig) -> DemoConfig:
 
 
 def base_stages(config: OveroptConfig, root: Path) -> dict[str, Path]:
-    """Data, SFT and the pool's rankings of SFT samples: from ``demo_dir``, or run here as the demo does."""
+    """Data, SFT and the pool's rankings of SFT samples: from ``demo_dir``, or run here as the demo does;
+    on your own task (gold_reward_function), your policy and prompt files instead."""
+    if config.gold_reward_function:
+        from rlhf.pipeline.overopt_user import user_base
+
+        return user_base(config)
     from rlhf.config.sft import SFTConfig
     from rlhf.embedded.task_data import generate_task_data
     from rlhf.trainers import sft
@@ -161,7 +222,8 @@ def base_stages(config: OveroptConfig, root: Path) -> dict[str, Path]:
         missing = [str(p) for p in paths.values() if not p.exists()]
         if missing:
             raise ConfigError(f"demo_dir {demo} is not a finished demo: missing {', '.join(missing)}")
-        return paths
+        return {**paths, "prompts_train": demo / "data" / "prompts_train.jsonl",
+                "prompts_eval": demo / "data" / "prompts_test.jsonl"}
     demo = demo_config(config)
     data = generate_task_data(root / "data", config.seed, config.num_demonstrations, config.num_rankings, 4)
     rankings = root / "data" / "rankings_policy.jsonl"
@@ -169,7 +231,8 @@ def base_stages(config: OveroptConfig, root: Path) -> dict[str, Path]:
     run_stage("rlhf overopt", "sft", sft.run, config_from_dict(SFTConfig, options["sft"]), config.resume)
     if not (config.resume and rankings.is_file()):
         rank_sft_samples(demo, data["rankings_train"], root / "sft" / "model", rankings)
-    return {"data": root / "data", "sft": root / "sft" / "model", "rankings": rankings}
+    return {"data": root / "data", "sft": root / "sft" / "model", "rankings": rankings,
+            "prompts_train": data["prompts_train"], "prompts_eval": data["prompts_test"]}
 
 
 def gold_flip_comparisons(config: OveroptConfig, base: dict[str, Path], out_path: Path) -> Path:
@@ -214,7 +277,12 @@ def proxy_data(config: OveroptConfig, base: dict[str, Path], root: Path) -> dict
     if "gold_flip" in config.sources():
         all_pairs = folder / "comparisons_gold_flip.jsonl"
         if not (config.resume and all_pairs.is_file()):
-            gold_flip_comparisons(config, base, all_pairs)
+            if config.gold_reward_function:
+                from rlhf.pipeline.overopt_user import user_gold_flip_comparisons
+
+                user_gold_flip_comparisons(config, base, all_pairs)
+            else:
+                gold_flip_comparisons(config, base, all_pairs)
         pairs = [json.loads(line) for line in all_pairs.read_text(encoding="utf-8").splitlines()]
         for amount in config.amounts():
             path = folder / f"proxy_gold_flip_{amount}.jsonl"
@@ -240,10 +308,10 @@ def train_proxies(config: OveroptConfig, base: dict[str, Path], files: dict[str,
     from rlhf.trainers import reward
 
     demo = demo_config(config)
-    template = stage_options(demo, root, {"rankings_policy": base["rankings"], "sft_train": "", "sft_test": "",
+    template = stage_options(demo, root, {"rankings_policy": base.get("rankings", ""), "sft_train": "", "sft_test": "",
                                           "sft_ideal_train": "", "prompts_train": "", "prompts_test": ""})["rm"]
     jobs = [(name, path, config.seed) for name, path in files.items()]
-    jobs += [(f"{config.ppo_proxy}_seed{config.seed + k}", files[config.ppo_proxy], config.seed + k)
+    jobs += [(f"{config.proxy_for_ppo()}_seed{config.seed + k}", files[config.proxy_for_ppo()], config.seed + k)
              for k in range(1, config.ensemble_size)]
     proxies = {}
     for name, train_file, seed in jobs:
@@ -258,7 +326,8 @@ def train_proxies(config: OveroptConfig, base: dict[str, Path], files: dict[str,
 
 
 def ensemble_paths(config: OveroptConfig, proxies: dict[str, dict]) -> list[str]:
-    return [proxies[config.ppo_proxy]["path"]] + [proxies[f"{config.ppo_proxy}_seed{config.seed + k}"]["path"]
+    ppo_proxy = config.proxy_for_ppo()
+    return [proxies[ppo_proxy]["path"]] + [proxies[f"{ppo_proxy}_seed{config.seed + k}"]["path"]
                                                   for k in range(1, config.ensemble_size)]
 
 
@@ -280,7 +349,8 @@ def run(config: OveroptConfig) -> dict:
         return result
 
     torch.manual_seed(config.seed)
-    base = timed("data, SFT and the labelers' rankings", base_stages, config, root)
+    base = timed("your policy and prompts" if config.gold_reward_function else "data, SFT and the labelers' rankings",
+                 base_stages, config, root)
     files = timed("proxy labels", proxy_data, config, base, root)
     proxies = timed("proxy reward models", train_proxies, config, base, files, root)
     members = ensemble_paths(config, proxies) if config.ensemble_size > 1 else []

@@ -14,7 +14,7 @@ from rlhf.evaluation.overopt import (bon_curve, fit_curve, format_bon_table, for
                                      format_rl_table,
                                      pairwise_agreement, plot_overopt, powers_of_two, read_metrics, run_summary,
                                      rl_curve)
-from rlhf.pipeline.demo import GOLD_FUNCTION, stage_options
+from rlhf.pipeline.demo import stage_options
 from rlhf.pipeline.stages import run_stage
 
 EVAL_SEED = 1234  # evaluate_policy's default seed: PPO's held-out evaluations sample on this stream too
@@ -22,7 +22,7 @@ EVAL_SEED = 1234  # evaluate_policy's default seed: PPO's held-out evaluations s
 
 def eval_prompts_file(config, base: dict, root: Path) -> Path:
     """The held-out prompts of the RL curves: the task's test prompts, or their first ``eval_prompts``."""
-    path = base["data"] / "prompts_test.jsonl"
+    path = base["prompts_eval"]
     if not config.eval_prompts:
         return path
     lines = path.read_text(encoding="utf-8").splitlines()[: config.eval_prompts]
@@ -54,12 +54,11 @@ def sample_and_score_bon(config, base: dict, proxies: dict, members: list[str]) 
     from rlhf.rewards.scorers import RewardModelScorer, load_function
     from rlhf.rollout.generation import SamplingParams, decode_responses, generate
 
-    test_prompts = base["data"] / "prompts_test.jsonl"
-    tokenizer, policy, prompts = _load_policy_and_prompts(base, test_prompts, config.bon_prompts)
+    tokenizer, policy, prompts = _load_policy_and_prompts(base, base["prompts_eval"], config.bon_prompts)
     device = next(policy.parameters()).device
     scorers = {name: RewardModelScorer([proxies[name]["path"]], tokenizer, device) for name in proxy_names(proxies)}
     ensemble = RewardModelScorer(members, tokenizer, device) if members else None
-    gold_function = load_function(GOLD_FUNCTION, "gold_reward_function")
+    gold_function = load_function(config.gold_spec(), "gold_reward_function")
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0)
     N, chunk = config.bon_max_n, min(config.bon_max_n, 128)
     scores: dict[str, list[list[float]]] = {name: [] for name in scorers}
@@ -113,13 +112,14 @@ def best_of_n_stage(config, base: dict, proxies: dict, members: list[str], root:
 
 def rl_rewards(config, proxies: dict, members: list[str]) -> dict[str, dict]:
     """Each PPO run's reward and beta: {run name: {"paths", "aggregation", "kl_coef", "label"}}."""
-    single = [proxies[config.ppo_proxy]["path"]]
+    ppo_proxy = config.proxy_for_ppo()
+    single = [proxies[ppo_proxy]["path"]]
     runs = {f"beta={beta:g}": {"paths": single, "aggregation": "mean", "kl_coef": beta,
-                               "label": f"{config.ppo_proxy} (one reward model)"} for beta in config.kl_coefs()}
+                               "label": f"{ppo_proxy} (one reward model)"} for beta in config.kl_coefs()}
     for agg in config.aggregations():
         runs[f"{agg} ensemble, beta=0"] = {
             "paths": members, "aggregation": agg, "kl_coef": 0.0,
-            "label": f"{len(members)} x {config.ppo_proxy}, " + ("worst case" if agg == "min"
+            "label": f"{len(members)} x {ppo_proxy}, " + ("worst case" if agg == "min"
                                                                   else f"mean - {config.uncertainty_coef:g} std")}
     return runs
 
@@ -136,7 +136,7 @@ def initial_points(config, base: dict, proxies: dict, members: list[str], root: 
     if config.resume and path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     tokenizer, policy, prompts = _load_policy_and_prompts(base, eval_prompts_file(config, base, root))
-    gold = load_function(GOLD_FUNCTION, "gold_reward_function")
+    gold = load_function(config.gold_spec(), "gold_reward_function")
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=1.0)
     out = {}
     for name, spec in rl_rewards(config, proxies, members).items():
@@ -154,7 +154,7 @@ def ppo_runs(config, base: dict, proxies: dict, members: list[str], root: Path) 
     from rlhf.pipeline.overopt import demo_config
     from rlhf.trainers import ppo
 
-    data = {"prompts_train": base["data"] / "prompts_train.jsonl", "prompts_test": eval_prompts_file(config, base, root)}
+    data = {"prompts_train": base["prompts_train"], "prompts_test": eval_prompts_file(config, base, root)}
     template = stage_options(demo_config(config), root, {**data, "rankings_policy": "", "sft_train": "",
                                                           "sft_test": "", "sft_ideal_train": ""})["ppo"]
     summaries = {}
@@ -162,7 +162,8 @@ def ppo_runs(config, base: dict, proxies: dict, members: list[str], root: Path) 
         folder = root / "ppo" / name.replace(" ", "_").replace(",", "").replace("=", "")
         options = {**template, "model_name_or_path": str(base["sft"]), "reward_model_path": ",".join(spec["paths"]),
                    "reward_aggregation": spec["aggregation"], "reward_uncertainty_coef": config.uncertainty_coef,
-                   "kl_coef": spec["kl_coef"], "output_dir": str(folder), "max_steps": config.ppo_steps,
+                   "kl_coef": spec["kl_coef"], "gold_reward_function": config.gold_spec(), "output_dir": str(folder),
+                   "max_steps": config.ppo_steps,
                    "rollout_batch_size": config.ppo_rollout_batch_size,
                    "per_device_train_batch_size": min(16, config.ppo_rollout_batch_size),
                    "learning_rate": config.ppo_learning_rate, "reward_normalization": "running",
@@ -181,7 +182,9 @@ def report(config, root: Path, proxies: dict, bon: dict, initial: dict, rl: dict
     descriptions = {name: spec["label"] for name, spec in rl.items()}
     total = round(sum(t for t in times.values() if t), 1)
     sections = [
-        f"# rlhf overopt ({root})", "## Proxy reward models", format_proxy_table(proxies, bon["agreement_with_gold"]),
+        f"# rlhf overopt ({root})", f"Gold reward: {config.gold_spec()}" + ("" if config.gold_reward_function
+                                                                          else " (the embedded task)"),
+        "## Proxy reward models", format_proxy_table(proxies, bon["agreement_with_gold"]),
         f"## Best-of-n of the SFT policy ({bon['prompts']} held-out prompts x {bon['samples_per_prompt']} samples)",
         format_bon_table(bon["curves"]),
         f"## PPO ({config.ppo_steps} steps, held-out evaluation every {config.eval_every})",
@@ -190,10 +193,11 @@ def report(config, root: Path, proxies: dict, bon: dict, initial: dict, rl: dict
         f"Wall time {total} s: " + ", ".join(f"{k} {v} s" for k, v in times.items()),
     ]
     text = "\n\n".join(sections) + "\n"
-    results = {"proxies": proxies, "best_of_n": bon, "rl": {name: {**rl[name], "curve": rl_curves[name],
-                                                                   "summary": run_summary(rl_curves[name])}
-                                                            for name in rl},
-               "initial": initial, "fits": fits, "plot": str(plot), "stage_wall_time_s": times, "total_wall_time_s": total}
+    results = {"gold_reward_function": config.gold_spec(), "proxies": proxies, "best_of_n": bon,
+               "rl": {name: {**rl[name], "curve": rl_curves[name], "summary": run_summary(rl_curves[name])}
+                      for name in rl},
+               "initial": initial, "fits": fits, "plot": str(plot), "stage_wall_time_s": times,
+               "total_wall_time_s": total}
     write_json_atomic(root / "overopt_results.json", results)
     write_text_atomic(root / "overopt_report.md", text)
     print("\n" + text + f"\nplot: {plot}\nresults: {root / 'overopt_results.json'}")

@@ -58,8 +58,8 @@ def test_rl_curve_starts_at_the_initial_policy_and_reads_evaluations():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--ppo_proxy", "pool_50"], "ppo_proxy 'pool_50' is not one of the proxies pool_300, pool_1200, gold_flip_300, "
-                                 "gold_flip_1200"),
+    (["--ppo_proxy", "pool_50"], "ppo_proxy 'pool_50' is not one of the proxies pool_200, pool_800, gold_flip_200, "
+                                 "gold_flip_800"),
     (["--bon_max_n", "100"], "bon_max_n must be a power of two, got 100"),
     (["--label_sources", "pool,people"], "label_sources must be a comma-separated subset of pool,gold_flip"),
     (["--data_amounts", "300,5000"], "data_amounts must be between 1 and num_rankings (1200)"),

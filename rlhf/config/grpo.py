@@ -2,21 +2,16 @@
 
 Names follow TRL's GRPOConfig where the concept is the same (num_generations, beta, epsilon,
 epsilon_high, scale_rewards, loss_type, reward_weights, mask_truncated_completions,
-num_iterations); the roles, prompts, sampling and reporting options are PPO's, with PPO's help.
+num_iterations); the prompts, sampling and reporting options are ``OnlineRLConfig``'s, as in PPO.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from rlhf.config.base import ConfigError, TrainingConfig
-from rlhf.config.data_fields import (APPLY_CHAT_TEMPLATE_HELP, PROMPT_FIELD_HELP, PROMPT_TRUNCATION_HELP,
-                                    PROMPT_TRUNCATION_MODES, validate_field_names)
-from rlhf.config.monitors import MonitorOptions
-from rlhf.config.ppo import PPOConfig
+from rlhf.config.base import ConfigError
+from rlhf.config.online import OnlineRLConfig, online_help, with_help
 
-PPO_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(PPOConfig)}  # one text for a shared option
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")  # those that compare a prompt's G responses
 
@@ -27,15 +22,16 @@ def split_list(value: str) -> list[str]:
 
 
 @dataclass
-class GRPOConfig(MonitorOptions, TrainingConfig):
+class GRPOConfig(OnlineRLConfig):
     """G responses per prompt, each judged against the others (or the batch) instead of a value function.
 
     One step = ``rollout_batch_size`` prompts per process, each answered ``num_generations`` times
     (B = rollout_batch_size x num_generations responses), then ``num_iterations`` passes over them in
     minibatches of ``per_device_train_batch_size x gradient_accumulation_steps`` responses."""
 
-    output_dir: str = field(default="runs/grpo", metadata={"help": PPO_HELP["output_dir"]})
-    model_name_or_path: str = field(default="", metadata={"help": PPO_HELP["model_name_or_path"]})
+    command = "grpo"
+
+    output_dir: str = field(default="runs/grpo", metadata={"help": "Where this stage writes its model, metrics and checkpoints."})
     ref_model_path: str = field(
         default="", metadata={"help": "Frozen reference for the KL term; empty: the starting policy. Not loaded when "
                               "beta is 0."})
@@ -56,11 +52,9 @@ class GRPOConfig(MonitorOptions, TrainingConfig):
         metadata={"help": "Comma-separated weight of each reward: the reward models first, then the functions, in the "
                   "order given. The score is sum_k w_k r_k; empty: every weight 1 (TRL's reward_weights)."},
     )
-    skip_bad_rewards: bool = field(
-        default=False,
-        metadata={"help": PPO_HELP["skip_bad_rewards"] + " In GRPO the skipped score's place in its group's "
-                  "statistics is taken by the batch's mean score."},
-    )
+    skip_bad_rewards: bool = with_help(
+        "skip_bad_rewards", online_help("skip_bad_rewards") + " In GRPO the skipped score's place in its group's "
+        "statistics is taken by the batch's mean score.")
     num_generations: int = field(
         default=4,
         metadata={"help": "G: responses sampled per prompt. Group estimators compare a prompt's G responses with each "
@@ -112,38 +106,14 @@ class GRPOConfig(MonitorOptions, TrainingConfig):
         metadata={"help": "Passes over each batch of responses (TRL's mu; PPO's ppo_epochs). 1: exactly on-policy, "
                   "the ratio is 1 and the clip never acts."},
     )
-    prompts_file: str = field(default="", metadata={"help": PPO_HELP["prompts_file"]})
-    eval_prompts_file: str = field(default="", metadata={"help": PPO_HELP["eval_prompts_file"]})
-    eval_steps: int = field(default=0, metadata={"help": "Evaluate on eval_prompts_file every this many steps (0: only at the end)."})
-    max_prompt_length: int = field(default=128, metadata={"help": PPO_HELP["max_prompt_length"]})
     rollout_batch_size: int = field(
         default=16, metadata={"help": "Prompts per step per process (each answered num_generations times)."})
     per_device_train_batch_size: int = field(
         default=16, metadata={"help": "Responses per micro-batch per process (times gradient_accumulation_steps per "
                               "optimizer step)."})
-    max_steps: int = field(default=100, metadata={"help": "Steps (rollout + optimisation) to run."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of AdamW."})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": PPO_HELP["lr_scheduler_type"]})
-    logging_steps: int = field(default=1, metadata={"help": "Write metrics every this many steps."})
-    max_new_tokens: int = field(default=48, metadata={"help": PPO_HELP["max_new_tokens"]})
-    min_new_tokens: int = field(default=0, metadata={"help": PPO_HELP["min_new_tokens"]})
-    temperature: float = field(default=1.0, metadata={"help": PPO_HELP["temperature"]})
-    top_k: int = field(default=0, metadata={"help": PPO_HELP["top_k"]})
-    top_p: float = field(default=1.0, metadata={"help": PPO_HELP["top_p"]})
-    missing_eos_penalty: float = field(default=0.0, metadata={"help": PPO_HELP["missing_eos_penalty"]})
-    gold_reward_function: str = field(default="", metadata={"help": PPO_HELP["gold_reward_function"]})
-    sample_every: int = field(default=10, metadata={"help": PPO_HELP["sample_every"]})
-    num_samples_to_log: int = field(default=3, metadata={"help": PPO_HELP["num_samples_to_log"]})
-    prompt_field: str = field(default="prompt", metadata={"help": PROMPT_FIELD_HELP})
-    apply_chat_template: bool = field(default=False, metadata={"help": APPLY_CHAT_TEMPLATE_HELP})
-    prompt_truncation: str = field(default="keep_head", metadata={"help": PROMPT_TRUNCATION_HELP})
 
     def validate(self) -> None:
         super().validate()
-        if not self.model_name_or_path:
-            raise ConfigError("grpo needs --model_name_or_path (the SFT policy)")
-        if not self.prompts_file:
-            raise ConfigError("grpo needs --prompts_file")
         if not self.reward_model_paths and not self.reward_functions:
             raise ConfigError("grpo needs at least one reward: --reward_model_path and/or --reward_function")
         if self.reward_weights:
@@ -172,15 +142,6 @@ class GRPOConfig(MonitorOptions, TrainingConfig):
         if self.batch_size % minibatch:
             raise ConfigError(f"rollout_batch_size x num_generations ({self.batch_size} responses) must be a multiple "
                               f"of per_device_train_batch_size x gradient_accumulation_steps ({minibatch})")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ConfigError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), "
-                              f"got {self.min_new_tokens}")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be > 0 (log-probs are taken at the sampling temperature)")
-        validate_field_names(self, ("prompt_field",))
-        if self.prompt_truncation not in PROMPT_TRUNCATION_MODES:
-            raise ConfigError(f"prompt_truncation must be one of {', '.join(PROMPT_TRUNCATION_MODES)}, "
-                              f"got {self.prompt_truncation!r}")
 
     @property
     def reward_model_paths(self) -> list[str]:

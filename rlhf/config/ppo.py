@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf.config.base import ConfigError, TrainingConfig
-from rlhf.config.data_fields import (APPLY_CHAT_TEMPLATE_HELP, PROMPT_FIELD_HELP, PROMPT_TRUNCATION_HELP,
-                                    PROMPT_TRUNCATION_MODES, validate_field_names)
-from rlhf.config.monitors import MonitorOptions
+from rlhf.config.base import ConfigError
+from rlhf.config.online import OnlineRLConfig, with_help
 
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
-class PPOConfig(MonitorOptions, TrainingConfig):
+class PPOConfig(OnlineRLConfig):
     """Token-level PPO (Ziegler et al. 2019; InstructGPT section 3.5, "RL").
 
     One step = one rollout of ``rollout_batch_size`` prompts per process, then ``ppo_epochs``
-    passes over it in minibatches of ``per_device_train_batch_size``."""
+    passes over it in minibatches of ``per_device_train_batch_size``. The prompts, sampling and
+    reporting options are ``OnlineRLConfig``'s."""
+
+    command = "ppo"
 
     output_dir: str = field(default="runs/ppo", metadata={"help": "Where this stage writes its model, metrics and checkpoints."})
-    model_name_or_path: str = field(default="", metadata={"help": "The starting policy: normally the SFT checkpoint."})
     ref_model_path: str = field(default="", metadata={"help": "Frozen reference for the KL penalty; empty: the starting policy."})
     reward_model_path: str = field(
         default="",
@@ -60,38 +60,15 @@ class PPOConfig(MonitorOptions, TrainingConfig):
         metadata={"help": "Accept a value_model_path without a trained scalar head (e.g. the SFT model) and start "
                   "its value head at random; without it such a path is refused, as it usually names the wrong model."},
     )
-    prompts_file: str = field(default="", metadata={"help": "Prompts ({prompt} or conversational) for rollouts."})
-    eval_prompts_file: str = field(default="", metadata={"help": "Held-out prompts scored at the end (and every eval_steps)."})
-    eval_steps: int = field(default=0, metadata={"help": "Evaluate on eval_prompts_file every this many PPO steps (0: only at the end)."})
-    max_prompt_length: int = field(default=128, metadata={"help": "Prompts longer than this keep their last tokens."})
     rollout_batch_size: int = field(default=64, metadata={"help": "Prompts sampled per PPO step per process."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Rollouts per PPO minibatch per process (times gradient_accumulation_steps)."})
     ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch, reshuffled each time."})
-    max_steps: int = field(default=100, metadata={"help": "PPO steps (rollout + optimisation) to run."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of AdamW (policy and value)."})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule after warm-up: linear, cosine or constant."})
-    logging_steps: int = field(default=1, metadata={"help": "Write metrics every this many PPO steps."})
-    # Sampling
-    max_new_tokens: int = field(default=48, metadata={"help": "Longest response in tokens."})
-    min_new_tokens: int = field(
-        default=0,
-        metadata={"help": "Shortest response in tokens: end-of-text is not sampled before it (0: off). Setting it "
-                  "equal to max_new_tokens gives fixed-length responses, as in benchmarks."},
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; log-probs are taken at this temperature too."})
-    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0: all)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
+    # OnlineRLConfig's options in PPO's words (default and rules stay the base's)
+    max_steps: int = with_help("max_steps", "PPO steps (rollout + optimisation) to run.")
+    learning_rate: float = with_help("learning_rate", "Peak learning rate of AdamW (policy and value).")
+    logging_steps: int = with_help("logging_steps", "Write metrics every this many PPO steps.")
+    eval_steps: int = with_help("eval_steps", "Evaluate on eval_prompts_file every this many PPO steps (0: only at the end).")
     # Rewards
-    missing_eos_penalty: float = field(
-        default=0.0,
-        metadata={"help": "Subtracted from the score of a response that never reaches end-of-text (0: off)."},
-    )
-    skip_bad_rewards: bool = field(
-        default=False,
-        metadata={"help": "When reward_function raises or returns NaN/inf for a response, skip that sample (no "
-                  "gradient; counted as objective/skipped_rewards; the first is reported in a warning) instead "
-                  "of stopping with an error naming the function and the prompt. Never averaged in."},
-    )
     reward_normalization: str = field(
         default="running",
         metadata={"help": "none; running (running mean/std of scores); rm_stats (the reward model's saved training mean/std)."},
@@ -122,29 +99,9 @@ class PPOConfig(MonitorOptions, TrainingConfig):
         metadata={"help": "torch.compile mode with torch_compile: default, reduce-overhead, max-autotune or "
                   "max-autotune-no-cudagraphs."},
     )
-    # Reporting
-    gold_reward_function: str = field(
-        default="",
-        metadata={"help": "Optional gold reward, module:name or path/to/file.py:name, logged as gold/score (never used "
-                  "for training): f(prompts, responses, ended, **fields) as reward_function, with prompts as the "
-                  "policy saw them (decoded); the embedded task's is rlhf.embedded.gold:gold_rewards."},
-    )
-    sample_every: int = field(
-        default=10,
-        metadata={"help": "Log a few sample responses every this many steps (0: never): to TensorBoard, and one JSON "
-                  "line each {step, prompt, response, score[, gold_score]} in output_dir/samples.jsonl."},
-    )
-    num_samples_to_log: int = field(default=3, metadata={"help": "How many sample responses each time."})
-    prompt_field: str = field(default="prompt", metadata={"help": PROMPT_FIELD_HELP})
-    apply_chat_template: bool = field(default=False, metadata={"help": APPLY_CHAT_TEMPLATE_HELP})
-    prompt_truncation: str = field(default="keep_head", metadata={"help": PROMPT_TRUNCATION_HELP})
 
     def validate(self) -> None:
         super().validate()
-        if not self.model_name_or_path:
-            raise ConfigError("ppo needs --model_name_or_path (the SFT policy)")
-        if not self.prompts_file:
-            raise ConfigError("ppo needs --prompts_file")
         if bool(self.reward_model_path) == bool(self.reward_function):
             raise ConfigError("ppo needs exactly one of --reward_model_path and --reward_function")
         if self.value_model not in ("separate", "shared"):
@@ -163,20 +120,11 @@ class PPOConfig(MonitorOptions, TrainingConfig):
         if self.rollout_batch_size % minibatch:
             raise ConfigError(f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of "
                               f"per_device_train_batch_size x gradient_accumulation_steps ({minibatch})")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ConfigError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), "
-                              f"got {self.min_new_tokens}")
         if self.torch_compile_mode not in TORCH_COMPILE_MODES:
             raise ConfigError(f"torch_compile_mode must be one of {', '.join(TORCH_COMPILE_MODES)}, "
                               f"got {self.torch_compile_mode!r}")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be > 0 (log-probs are taken at the sampling temperature)")
         if self.max_steps <= 0:
             raise ConfigError("ppo counts its length in PPO steps: set max_steps > 0")
-        validate_field_names(self, ("prompt_field",))
-        if self.prompt_truncation not in PROMPT_TRUNCATION_MODES:
-            raise ConfigError(f"prompt_truncation must be one of {', '.join(PROMPT_TRUNCATION_MODES)}, "
-                              f"got {self.prompt_truncation!r}")
 
     @property
     def num_minibatches(self) -> int:

@@ -42,8 +42,7 @@ SOURCES = ("pool", "gold_flip")
 @dataclass
 class OveroptConfig:
     """The over-optimisation study; the defaults are sized for about 20 minutes on 2 quiet CPU cores
-    (an estimate from the stages' speeds; docs/overoptimization.md has the measured reduced study
-    and a larger setting)."""
+    (docs/overoptimization.md has the measured run and a larger setting)."""
 
     output_dir: str = field(default="runs/overopt", metadata={"help": "Where every stage, the plot and the tables go."})
     model_name_or_path: str = field(default=EMBEDDED_BASE_MODEL, metadata={"help": "Base model (default: the embedded one)."})
@@ -82,29 +81,30 @@ class OveroptConfig:
     )
     flip_rate: float = field(default=0.25, metadata={"help": "Share of the gold labeler's pairwise labels flipped."})
     data_amounts: str = field(
-        default="300,1200",
+        default="200,800",
         metadata={"help": "Rankings (about 6 pairs each) per proxy reward model, comma-separated: one proxy per "
                   "source and amount."},
     )
     rm_epochs: float = field(default=1.0, metadata={"help": "Passes over its pairs each proxy trains for."})
     ensemble_size: int = field(default=3, metadata={"help": "Members of the ensemble (seeds seed .. seed + K - 1) "
                                                             "trained on the PPO proxy's data; 1: no ensemble runs."})
-    bon_prompts: int = field(default=48, metadata={"help": "Held-out prompts of the best-of-n curves."})
-    bon_max_n: int = field(default=256, metadata={"help": "Largest n (a power of two); this many samples per prompt."})
+    bon_prompts: int = field(default=24, metadata={"help": "Held-out prompts of the best-of-n curves."})
+    bon_max_n: int = field(default=128, metadata={"help": "Largest n (a power of two); this many samples per prompt."})
     ppo_proxy: str = field(
-        default="", metadata={"help": "The proxy PPO optimises, source_amount; empty: the first source's largest "
-                                      "amount (pool_1200 by default on the embedded task)."})
+        default="", metadata={"help": "The proxy PPO optimises, source_amount; empty: the first source's smallest "
+                                      "amount (pool_200 by default on the embedded task): the proxy with the least "
+                                      "data is over-optimised soonest, so a short study sees gold peak and fall."})
     ppo_kl_coefs: str = field(default="0,0.05", metadata={"help": "beta of the PPO runs against the single proxy."})
     ensemble_aggregations: str = field(
         default="min,mean_minus_std",
         metadata={"help": "Ensemble rewards PPO optimises at beta = 0: min (worst case) and/or mean_minus_std."},
     )
     uncertainty_coef: float = field(default=1.0, metadata={"help": "lambda of mean_minus_std."})
-    ppo_steps: int = field(default=80, metadata={"help": "Steps of each PPO run."})
+    ppo_steps: int = field(default=40, metadata={"help": "Steps of each PPO run."})
     ppo_rollout_batch_size: int = field(default=32, metadata={"help": "Prompts per PPO step."})
     ppo_learning_rate: float = field(default=2e-5, metadata={"help": "PPO learning rate (twice the demo's: half its batch)."})
-    eval_every: int = field(default=10, metadata={"help": "Held-out evaluation (a point of the RL curve) every this many steps."})
-    eval_prompts: int = field(default=0, metadata={"help": "Held-out prompts of those evaluations (0: all of them)."})
+    eval_every: int = field(default=5, metadata={"help": "Held-out evaluation (a point of the RL curve) every this many steps."})
+    eval_prompts: int = field(default=48, metadata={"help": "Held-out prompts of those evaluations (0: all of them)."})
     max_new_tokens: int = field(default=40, metadata={"help": "Longest sampled response."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
     resume: bool = field(default=False, metadata={"help": "Continue a killed study: finished stages are skipped."})
@@ -170,8 +170,8 @@ class OveroptConfig:
         return [s.strip() for s in self.label_sources.split(",") if s.strip()]
 
     def proxy_for_ppo(self) -> str:
-        """``ppo_proxy``, or by default the first source's largest amount (pool_1200 on the embedded task)."""
-        return self.ppo_proxy or f"{self.sources()[0]}_{max(self.amounts(), default=0)}"
+        """``ppo_proxy``, or by default the first source's smallest amount (pool_200 on the embedded task)."""
+        return self.ppo_proxy or f"{self.sources()[0]}_{min(self.amounts(), default=0)}"
 
     def gold_spec(self) -> str:
         """The gold reward's module:name: yours, or the embedded task's."""

@@ -137,7 +137,7 @@ def file_rankings(candidates: list[dict], labelers: int, seed: int,
     from rlhf.feedback.labeler import ranking_record
 
     pool = labeler_pool(labelers, seed=seed)
-    by_name = {p.name: p for p in pool}
+    by_name = {**{p.name: p for p in pool}, **{f"sim-{p.name}": p for p in pool}}  # the app's names: sim-<name>
     rngs = {p.name: random.Random(f"file-{seed}-{p.name}") for p in pool}
     out = []
     for i, record in enumerate(candidates):

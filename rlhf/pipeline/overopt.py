@@ -89,7 +89,7 @@ class OveroptConfig:
     ensemble_size: int = field(default=3, metadata={"help": "Members of the ensemble (seeds seed .. seed + K - 1) "
                                                             "trained on the PPO proxy's data; 1: no ensemble runs."})
     bon_prompts: int = field(default=24, metadata={"help": "Held-out prompts of the best-of-n curves."})
-    bon_max_n: int = field(default=128, metadata={"help": "Largest n (a power of two); this many samples per prompt."})
+    bon_max_n: int = field(default=256, metadata={"help": "Largest n (a power of two); this many samples per prompt."})
     ppo_proxy: str = field(
         default="", metadata={"help": "The proxy PPO optimises, source_amount; empty: the first source's smallest "
                                       "amount (pool_200 by default on the embedded task): the proxy with the least "

@@ -95,10 +95,10 @@ def test_user_task_runs_end_to_end_without_the_embedded_task(tiny_model_dir, use
     assert set(results["proxies"]) == {"gold_flip_8", "gold_flip_16"}
     assert set(results["best_of_n"]["curves"]) == {"gold_flip_8", "gold_flip_16"}
     assert [p["n"] for p in results["best_of_n"]["curves"]["gold_flip_16"]] == [1, 2, 4]
-    assert set(results["rl"]) == {"beta=0"}  # against gold_flip_16, the largest amount: the default ppo_proxy
+    assert set(results["rl"]) == {"beta=0"}  # against gold_flip_8, the smallest amount: the default ppo_proxy
     assert [p["step"] for p in results["rl"]["beta=0"]["curve"]] == [0, 1, 2]
     ppo_config = (out / "ppo" / "beta0" / "config.yaml").read_text()
-    assert f"reward_model_path: {out / 'rm' / 'gold_flip_16' / 'model'}\n" in ppo_config
+    assert f"reward_model_path: {out / 'rm' / 'gold_flip_8' / 'model'}\n" in ppo_config
     assert (out / "overopt.png").stat().st_size > 10_000 and (out / "overopt_report.md").is_file()
     assert f"Gold reward: {user_task['gold']}\n" in (out / "overopt_report.md").read_text()
     assert not (out / "sft").exists() and not (out / "data" / "prompts_train.jsonl").exists()  # no SFT, no task data

@@ -328,7 +328,7 @@ def train_proxies(config: OveroptConfig, base: dict[str, Path], files: dict[str,
 def ensemble_paths(config: OveroptConfig, proxies: dict[str, dict]) -> list[str]:
     ppo_proxy = config.proxy_for_ppo()
     return [proxies[ppo_proxy]["path"]] + [proxies[f"{ppo_proxy}_seed{config.seed + k}"]["path"]
-                                                  for k in range(1, config.ensemble_size)]
+                                           for k in range(1, config.ensemble_size)]
 
 
 def run(config: OveroptConfig) -> dict:

@@ -32,7 +32,7 @@ from rlhf.embedded import EMBEDDED_BASE_MODEL
 from rlhf.embedded.habits import HABIT_RATES, HABITS
 from rlhf.embedded.task import KINDS
 from rlhf.pipeline.demo_report import evaluate, format_report
-from rlhf.pipeline.stages import run_stage
+from rlhf.pipeline.stages import StageClock, run_stage
 
 GOLD_FUNCTION = "rlhf.embedded.gold:gold_rewards"
 
@@ -195,14 +195,8 @@ def run(config: DemoConfig) -> dict:
         raise ConfigError(f"output_dir {root} already holds a demo: pass --resume to continue it, "
                           "--overwrite_output_dir to replace it, or choose another --output_dir")
     save_config(config, root, name="demo_config.yaml")
-    times: dict[str, float] = {}
-
-    def timed(name, function, *args):
-        start = time.time()
-        print(f"\n=== rlhf demo: {name}", flush=True)
-        result = function(*args)
-        times[name] = round(time.time() - start, 1)
-        return result
+    timed = StageClock("rlhf demo")
+    times = timed.times
 
     def train(name, runner, config_class):
         """A training stage; with --resume a finished one is skipped (its summary keeps its time)."""

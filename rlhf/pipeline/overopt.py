@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from rlhf.atomic_io import write_json_atomic, write_jsonl, write_text_atomic
 from rlhf.config.base import ConfigError, config_from_dict, save_config
 from rlhf.embedded import EMBEDDED_BASE_MODEL
 from rlhf.pipeline.demo import GOLD_FUNCTION, DemoConfig, rank_sft_samples, stage_options
-from rlhf.pipeline.stages import run_stage
+from rlhf.pipeline.stages import StageClock, run_stage
 
 SOURCES = ("pool", "gold_flip")
 
@@ -339,14 +338,7 @@ def run(config: OveroptConfig) -> dict:
         raise ConfigError(f"output_dir {root} already holds a study: pass --resume to continue it, "
                           "--overwrite_output_dir to replace it, or choose another --output_dir")
     save_config(config, root, name="overopt_config.yaml")
-    times: dict[str, float] = {}
-
-    def timed(name, function, *args):
-        start = time.time()
-        print(f"\n=== rlhf overopt: {name}", flush=True)
-        result = function(*args)
-        times[name] = round(time.time() - start, 1)
-        return result
+    timed = StageClock("rlhf overopt")
 
     torch.manual_seed(config.seed)
     base = timed("your policy and prompts" if config.gold_reward_function else "data, SFT and the labelers' rankings",
@@ -357,4 +349,4 @@ def run(config: OveroptConfig) -> dict:
     bon = timed("best-of-n", best_of_n_stage, config, base, proxies, members, root)
     initial = timed("initial policy's evaluation", initial_points, config, base, proxies, members, root)
     rl = timed("PPO runs", ppo_runs, config, base, proxies, members, root)
-    return report(config, root, proxies, bon, initial, rl, times)
+    return report(config, root, proxies, bon, initial, rl, timed.times)

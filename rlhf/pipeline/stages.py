@@ -5,6 +5,7 @@ the stage it was in (which itself resumes from its newest intact checkpoint)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +18,22 @@ def finished_summary(output_dir: str | Path) -> dict | None:
     if path.is_file() and (Path(output_dir) / "model").is_dir():
         return json.loads(path.read_text(encoding="utf-8"))
     return None
+
+
+class StageClock:
+    """Runs the named steps of a composite command (``rlhf demo``, ``rlhf overopt``), printing a
+    header before each, and keeps each one's wall seconds in ``times``."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.times: dict[str, float | None] = {}
+
+    def __call__(self, name: str, function: Callable[..., Any], *args) -> Any:
+        start = time.time()
+        print(f"\n=== {self.label}: {name}", flush=True)
+        result = function(*args)
+        self.times[name] = round(time.time() - start, 1)
+        return result
 
 
 def run_stage(label: str, name: str, runner: Callable[[Any], dict], stage_config: Any, resume: bool) -> tuple[dict, bool]:

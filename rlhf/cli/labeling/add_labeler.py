@@ -10,11 +10,8 @@ POSITIONAL = "name"  # `rlhf label add-labeler alice` means --name alice
 
 
 def run(config: AddLabelerConfig) -> str:
-    store = LabelStore(config.db)
-    try:
+    with LabelStore(config.db) as store:
         token = store.add_labeler(config.name)
-    finally:
-        store.close()
     print(f"{config.name}: {config.base_url.rstrip('/')}/l/{token}")
     print("(the link is the labeler's password: it is shown only now; a script may send Authorization: Bearer <token>)")
     return token

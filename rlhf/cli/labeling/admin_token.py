@@ -9,11 +9,8 @@ CONFIG_CLASS = AdminTokenConfig
 
 
 def run(config: AdminTokenConfig) -> str:
-    store = LabelStore(config.db)
-    try:
+    with LabelStore(config.db) as store:
         token = store.admin_token()
-    finally:
-        store.close()
     print(f"admin: {config.base_url.rstrip('/')}/a/{token}")
     print(f"(for scripts such as `rlhf label simulate`: export RLHF_ADMIN_TOKEN={token})")
     return token

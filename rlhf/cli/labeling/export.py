@@ -15,11 +15,8 @@ CONFIG_CLASS = LabelExportConfig
 
 
 def run(config: LabelExportConfig) -> dict:
-    store = LabelStore(config.db)
-    try:
+    with LabelStore(config.db) as store:
         dump = store.dump()
-    finally:
-        store.close()
     report = quality_report(dump)
     records, counts = export_records(dump, report, config.min_weight)
     if not records:

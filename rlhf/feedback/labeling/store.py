@@ -99,6 +99,12 @@ class LabelStore:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> "LabelStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- accounts ------------------------------------------------------------------------------
 
     def add_labeler(self, name: str) -> str:

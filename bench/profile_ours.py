@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ ROOT = W.BENCH.parent
 RLHF = str(ROOT / "rlhf") + "/"
 PY_SPY = W.VENVS / "tools" / "bin" / "py-spy"
 # Functions whose stacks are training (not setup or the final save).
-TRAIN_FUNCS = {"train_loop", "ppo_step", "sample_and_score", "make_experience", "ppo_update", "step_metrics"}
+TRAIN_FUNCS = {"train_loop", "ppo_step", "sample_and_score", "make_experience", "ppo_update", "step_metrics",
+              "grpo_step", "grpo_update", "make_group_experience"}
 
 
 def parse_frame(frame: str) -> tuple[str, str, int]:
@@ -115,7 +117,7 @@ def torch_ops(job_file: Path, result_file: Path, warmup: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("sft", "rm", "dpo", "ppo", "rm_hh", "dpo_hh"))
+    parser.add_argument("stage", choices=("sft", "rm", "dpo", "ppo", "rm_hh", "dpo_hh", "grpo"))
     parser.add_argument("model", choices=tuple(W.MODELS))
     parser.add_argument("--updates", type=int, default=3, help="updates after one warm-up update")
     parser.add_argument("--batch", type=int, default=W.PPO_BATCH)
@@ -128,6 +130,8 @@ def main() -> int:
     job = {"stage": args.stage, "model": args.model, "warmup": 1, "updates": args.updates}
     if args.stage == "ppo":
         job.update(batch=args.batch, response=args.response)
+    if args.stage == "grpo":  # as workload.plan: batch counts responses
+        job.update(batch=W.GRPO_PROMPTS * W.GRPO_G, response=W.PPO_RESPONSE)
     name = f"profile-ours-{W.job_id(job)}"
     work = W.RUNS / "profiles"
     work.mkdir(parents=True, exist_ok=True)
@@ -144,6 +148,7 @@ def main() -> int:
            "-o", str(stacks), "--", R.ours_python(), str(W.BENCH / "worker_ours.py"), str(job_file),
            str(work / f"{name}.result.json")]
     t0 = time.time()
+    shutil.rmtree(work / name, ignore_errors=True)  # the run folder of a previous profile
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = json.loads((work / f"{name}.result.json").read_text())
     seconds = [round(u["seconds"], 2) for u in result["updates"]]
@@ -153,6 +158,7 @@ def main() -> int:
             analyse(stacks)]
     if args.torch_ops:
         os.environ.update({k: v for k, v in env.items() if k.startswith(("OMP", "MKL", "HF_", "TOKENIZERS"))})
+        shutil.rmtree(work / name, ignore_errors=True)
         table = torch_ops(job_file, work / f"{name}.torch.json", warmup=job["warmup"])
         text += ["", "### torch.profiler, timed updates, ops by self CPU time", "", "```", table, "```"]
     report = "\n".join(text) + "\n"

@@ -43,8 +43,10 @@ def test_grpo_two_processes_equal_one_process_with_double_batch(tiny_model_dir, 
     two = load_file(tmp_path / "two" / "model" / "model.safetensors")
     start = load_file(Path(tiny_model_dir) / "model.safetensors")
     assert max((one[k] - start[k]).abs().max().item() for k in start) > 1e-3  # it trained...
-    for key in one:  # ...identically in both layouts
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+    # ...identically in both layouts, up to float rounding: the one process runs each prompt once for its
+    # 2 responses (rlhf/models/shared_prefix.py), DDP's processes run every row in full (1.5e-5 apart here).
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=5e-5)
     kl_one, kl_two = (summary_of(tmp_path / name)["objective/kl"] for name in ("one", "two"))
     assert kl_one > 0 and abs(kl_one - kl_two) < 1e-4 * max(1.0, kl_one)
 

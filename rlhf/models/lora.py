@@ -65,6 +65,10 @@ class AdapterFreeReference:
         with torch.no_grad(), self.peft_model.disable_adapter():
             return self.peft_model(**kwargs)
 
+    def get_base_model(self):
+        """The transformers model under the adapters (whose forward's keywords this call takes)."""
+        return self.peft_model.get_base_model()
+
 
 
 def add_lora_to_scalar_model(model: ScalarModel, config) -> ScalarModel:

@@ -24,6 +24,7 @@ from torch import nn
 from rlhf.errors import UserError
 from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path, training_stage_of, use_fused_gelu
 from rlhf.models.positions import position_ids_from_mask
+from rlhf.models.shared_prefix import PrefixNotShared, prefix_groups, shared_prefix_forward
 
 REWARD_STATS_FILE = "reward_stats.json"
 HEAD_NAMES = ("score", "classifier", "head")  # where transformers' sequence classifiers keep the head
@@ -82,7 +83,15 @@ class ScalarModel(nn.Module):
     def config(self):
         return self.hf_model.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False,
+                shared_prefix_length: int = 0) -> torch.Tensor:
+        """Scores (B,) read at each row's last real token, or (B, T) at every token with ``per_token``.
+        ``shared_prefix_length``: rows that repeat their first columns (a prompt) may run them once
+        (rlhf/models/shared_prefix.py); for a score, whose last real token must lie after them."""
+        if not per_token and shared_prefix_length > 0:
+            score = self._score_sharing_prefix(input_ids, attention_mask, shared_prefix_length)
+            if score is not None:
+                return score
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask), use_cache=False,
@@ -92,6 +101,19 @@ class ScalarModel(nn.Module):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = hidden[rows, last_token_index(attention_mask)]  # (B, H)
         return self.head(last).squeeze(-1).float()  # (B,)
+
+    def _score_sharing_prefix(self, input_ids, attention_mask, prefix_length: int) -> torch.Tensor | None:
+        last = last_token_index(attention_mask)  # (B,)
+        groups = prefix_groups(self.backbone, input_ids, attention_mask, prefix_length)
+        if groups is None or bool((last < prefix_length).any()):
+            return None
+        try:
+            hidden = shared_prefix_forward(self.backbone, input_ids, attention_mask, prefix_length,
+                                           groups).last_hidden_state  # (B, T - prefix_length, H)
+        except PrefixNotShared:
+            return None
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.head(hidden[rows, last - prefix_length]).squeeze(-1).float()  # (B,)
 
     def save_pretrained(self, path: str | Path, **kwargs) -> None:
         self.hf_model.save_pretrained(path, **kwargs)

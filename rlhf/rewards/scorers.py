@@ -93,7 +93,8 @@ class RewardModelScorer:
         scores = []
         for model, tokenizer, _, same_vocab in self.members:
             if same_vocab:  # score exactly the sampled tokens, read at the last real one
-                scores.append(model(rollout.query_responses, rollout.attention_mask))
+                scores.append(model(rollout.query_responses, rollout.attention_mask,
+                                    shared_prefix_length=rollout.prompt_length))
             else:  # the policy's ids mean nothing to this model: re-tokenise the text with its tokenizer
                 scores.append(score_responses(model, tokenizer, prompts, responses,
                                               ended=rollout.ended.tolist()).to(rollout.query_responses.device))

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
+                          TopPLogitsWarper)
+
+from rlhf.models.shared_prefix import PrefixNotShared, prefix_cache, prefix_groups
 
 
 @dataclass
@@ -57,9 +60,9 @@ class SampledLogprobRecorder(LogitsProcessor):
 
     A logits processor sees the distribution of step t before its token is drawn and, at step
     t + 1, the ids that now end with that token: it keeps one (B, V) row of log-probs pending
-    and gathers it one call later (memory B x V, not B x R x V). Custom processors run before
-    transformers' temperature and top-k/top-p warpers, so the recorded numbers are those of
-    the full distribution at temperature T, the same as a forward pass computes.
+    and gathers it one call later (memory B x V, not B x R x V). It runs first, before the
+    temperature and top-k/top-p warpers (``sampling_processors``), so the recorded numbers are
+    those of the full distribution at temperature T, the same as a forward pass computes.
     """
 
     def __init__(self, temperature: float):
@@ -83,6 +86,53 @@ class SampledLogprobRecorder(LogitsProcessor):
         return torch.stack(self.steps, dim=1)
 
 
+class InverseCDFSampler(LogitsProcessor):
+    """Draws each row's next token from softmax(scores) and returns scores whose argmax is that token.
+
+    Inverse transform sampling: one uniform number per row against the cumulative probabilities
+    (in float64, so that no token's share rounds away). It draws from the same distribution as
+    transformers' ``torch.multinomial``, which on a CPU draws one exponential number per vocabulary
+    entry: with a 50k vocabulary that was a quarter of the time of generation. Tokens of zero
+    probability (cut by top-k or top-p) are never drawn. Uses torch's global RNG, as multinomial did.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = torch.softmax(scores.float(), dim=-1).double().cumsum(-1)  # (B, V)
+        total = cdf[:, -1:]  # (B, 1), 1 up to rounding
+        if not bool(torch.isfinite(total).all()):
+            raise ValueError("the next-token distribution holds inf or NaN (are the policy's weights finite?)")
+        u = torch.rand(total.shape, dtype=total.dtype, device=total.device) * total  # (B, 1) in [0, total)
+        tokens = torch.searchsorted(cdf, u, right=True)  # first entry whose cdf exceeds u: a positive probability
+        last = torch.searchsorted(cdf, total.contiguous())  # the last token of positive probability, should u round up to total
+        tokens = torch.minimum(tokens, last)  # (B, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+
+
+def sampling_processors(params: SamplingParams) -> list[LogitsProcessor]:
+    """Temperature, top-k and top-p warpers in transformers' own order, then the draw."""
+    processors: list[LogitsProcessor] = []
+    if params.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(params.temperature))
+    if params.top_k:
+        processors.append(TopKLogitsWarper(params.top_k))
+    if params.top_p < 1.0:
+        processors.append(TopPLogitsWarper(params.top_p))
+    return processors + [InverseCDFSampler()]
+
+
+def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> dict:
+    """``generate`` keyword arguments handing it the KV cache of the prompts but their last token, run
+    once per distinct prompt (GRPO's G answers to each); {} when the prompts do not repeat. generate
+    then runs only each row's last prompt token before decoding (rlhf/models/shared_prefix.py)."""
+    groups = prefix_groups(model, prompt_ids, prompt_mask, prompt_ids.shape[1] - 1)
+    if groups is None:
+        return {}
+    try:
+        return prefix_cache(model, prompt_ids, prompt_mask, prompt_ids.shape[1] - 1, groups)
+    except PrefixNotShared:
+        return {}
+
+
 def can_record_logprobs(params: SamplingParams) -> bool:
     """Recorded log-probs equal a forward pass's only when nothing edits the logits before the
     recorder: ``min_new_tokens`` masks end-of-text first, so it falls back to the forward."""
@@ -100,16 +150,15 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params:
     repetition penalty, say) would make PPO sample from another distribution than pi."""
     was_training = model.training
     model.eval()
+    # Greedy decoding of scores our processors have already sampled from: transformers then picks the
+    # drawn token. No model default (top-50, a repetition penalty) applies: the config holds only these.
     config = GenerationConfig(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens,
-                              do_sample=params.do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                              use_cache=True)
-    if params.do_sample:
-        # top_k 0, not None: transformers reads None as "its default", top-50, which would sample from
-        # another distribution than the one whose log-probs PPO and the KL use.
-        config.update(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
+                              do_sample=False, eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True)
     recorder = SampledLogprobRecorder(params.temperature) if record_logprobs and can_record_logprobs(params) else None
+    processors = ([recorder] if recorder else []) + (sampling_processors(params) if params.do_sample else [])
     output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
-                            logits_processor=LogitsProcessorList([recorder] if recorder else []))  # (B, P + R)
+                            logits_processor=LogitsProcessorList(processors),
+                            **shared_prompt_cache(model, prompt_ids, prompt_mask))  # (B, P + R)
     model.train(was_training)
     P = prompt_ids.shape[1]
     responses = output[:, P:]

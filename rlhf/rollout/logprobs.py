@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from rlhf.models.positions import position_ids_from_mask
+from rlhf.models.shared_prefix import PrefixNotShared, prefix_groups, shared_prefix_forward
 from rlhf.rl_math import select
 
 
@@ -35,12 +36,24 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 def response_logits(model, query_responses: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
                     temperature: float = 1.0) -> torch.Tensor:
-    """Logits predicting each response token, divided by the sampling temperature: (B, R, V)."""
+    """Logits predicting each response token, divided by the sampling temperature: (B, R, V).
+
+    Rows that repeat a prompt (GRPO's groups) run it once (rlhf/models/shared_prefix.py): all of it
+    but its last token, whose position predicts response token 0 and so runs with the responses."""
     R = query_responses.shape[1] - prompt_length
-    logits = model(
-        input_ids=query_responses, attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=R + 1,
-    ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    logits = None
+    groups = prefix_groups(model, query_responses, attention_mask, prompt_length - 1)
+    if groups is not None:
+        try:
+            logits = shared_prefix_forward(model, query_responses[:, :-1], attention_mask[:, :-1], prompt_length - 1,
+                                           groups).logits  # (B, R, V)
+        except PrefixNotShared:
+            logits = None
+    if logits is None:
+        logits = model(
+            input_ids=query_responses, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=R + 1,
+        ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
     return logits.float() / temperature if temperature != 1.0 else logits.float()
 
 

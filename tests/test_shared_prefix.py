@@ -23,9 +23,9 @@ def llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                                        num_key_value_heads=2, vocab_size=V, max_position_embeddings=64,
-                                        bos_token_id=0, eos_token_id=0, pad_token_id=1))
+    return LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=V,
+                                        max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=1))
 
 
 def grouped_batch(order=None):
@@ -48,6 +48,15 @@ def loss_of(logits, ids, mask):
     """A loss with its own weight on every logit, so that every gradient path counts."""
     weights = torch.randn(ids.shape[0], R, V, generator=torch.Generator().manual_seed(5))
     return (logits * weights * mask[:, P:, None]).sum()
+
+
+def input_shapes(model) -> list:
+    """The (rows, columns) of every pass through the model's transformer, recorded as they run."""
+    shapes = []
+    model.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: shapes.append(tuple((args[0] if args else kwargs["input_ids"]).shape)),
+        with_kwargs=True)
+    return shapes
 
 
 def full_logits(model, ids, mask):
@@ -101,9 +110,7 @@ def test_response_logits_and_gradients_match_the_full_forward(build):
 
 def test_the_prefix_runs_once_per_distinct_prompt():
     model = gpt2().eval()
-    widths = []
-    model.transformer.register_forward_pre_hook(
-        lambda m, args, kwargs: widths.append(tuple((args[0] if args else kwargs["input_ids"]).shape)), with_kwargs=True)
+    widths = input_shapes(model)
     ids, mask = grouped_batch()
     with torch.no_grad():
         response_logits(model, ids, mask, P)
@@ -167,9 +174,7 @@ def test_generation_prefills_each_distinct_prompt_once_and_samples_the_same(monk
     ids, mask = grouped_batch(torch.randperm(12, generator=torch.Generator().manual_seed(7)))
     prompts, prompt_mask = ids[:, :P], mask[:, :P]
     params = SamplingParams(max_new_tokens=6, temperature=0.8)
-    widths = []
-    model.transformer.register_forward_pre_hook(
-        lambda m, args, kwargs: widths.append(tuple((args[0] if args else kwargs["input_ids"]).shape)), with_kwargs=True)
+    widths = input_shapes(model)
     runs = []
     for shared in (True, False):
         if not shared:

@@ -32,7 +32,8 @@ _NO_CACHE = "_rlhf_cannot_share_prefix"  # set on a model whose forward turned o
 
 
 class PrefixNotShared(RuntimeError):
-    """The model ran but did not use the shared prompt's cache; its outputs must be discarded."""
+    """The model cannot run over a shared prefix's cache (it returned none, failed on it or ignored
+    it); the caller runs the full forward instead."""
 
 
 def prefix_groups(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_length: int):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
-                          TopPLogitsWarper)
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
 
 from rlhf.models.shared_prefix import PrefixNotShared, prefix_cache, prefix_groups
 
@@ -103,8 +103,8 @@ class InverseCDFSampler(LogitsProcessor):
             raise ValueError("the next-token distribution holds inf or NaN (are the policy's weights finite?)")
         u = torch.rand(total.shape, dtype=total.dtype, device=total.device) * total  # (B, 1) in [0, total)
         tokens = torch.searchsorted(cdf, u, right=True)  # first entry whose cdf exceeds u: a positive probability
-        last = torch.searchsorted(cdf, total.contiguous())  # the last token of positive probability, should u round up to total
-        tokens = torch.minimum(tokens, last)  # (B, 1)
+        last = torch.searchsorted(cdf, total.contiguous())  # the last token of positive probability
+        tokens = torch.minimum(tokens, last)  # (B, 1), should u have rounded up to total
         return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
 
 

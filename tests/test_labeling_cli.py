@@ -54,8 +54,10 @@ def test_label_commands_end_to_end_with_careless_labelers(tmp_path, capsys, monk
     assert main(["label", "init", "--db", url, "--candidates", str(candidates), "--overlap", "3",
                  "--embedded_gold", "10", "--gold_rate", "0.15", "--ramp", "10",
                  # careful simulated labelers reach kappa ~0.6 and gold accuracy ~0.85 here, careless ~0.1 and
-                 # ~0.5 (docs/labeling.md); lines between them keep the test clear of sampling noise
-                 "--kappa_threshold", "0.35", "--gold_threshold", "0.6"]) == 0
+                 # ~0.5 (docs/labeling.md). Who shares items with whom depends on the concurrent labelers'
+                 # pace: on a loaded machine the careful three once came out at kappa 0.32-0.40, and a
+                 # careless one can pass the gold line by luck (0.63 seen) while its kappa stays ~0.1.
+                 "--kappa_threshold", "0.25", "--gold_threshold", "0.6"]) == 0
     assert f"{n - 10} items x overlap 3" in capsys.readouterr().out
     assert main(["label", "admin-token", "--db", url]) == 0
     admin = capsys.readouterr().out.split("/a/")[1].split()[0]

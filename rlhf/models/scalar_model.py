@@ -24,7 +24,7 @@ from torch import nn
 from rlhf.errors import UserError
 from rlhf.models.loading import align_model_with_tokenizer, check_local_model_path, training_stage_of, use_fused_gelu
 from rlhf.models.positions import position_ids_from_mask
-from rlhf.models.shared_prefix import PrefixNotShared, prefix_groups, shared_prefix_forward
+from rlhf.models.shared_prefix import forward_sharing_prefix
 
 REWARD_STATS_FILE = "reward_stats.json"
 HEAD_NAMES = ("score", "classifier", "head")  # where transformers' sequence classifiers keep the head
@@ -104,14 +104,12 @@ class ScalarModel(nn.Module):
 
     def _score_sharing_prefix(self, input_ids, attention_mask, prefix_length: int) -> torch.Tensor | None:
         last = last_token_index(attention_mask)  # (B,)
-        groups = prefix_groups(self.backbone, input_ids, attention_mask, prefix_length)
-        if groups is None or bool((last < prefix_length).any()):
+        if bool((last < prefix_length).any()):  # a row whose last real token lies in the prefix
             return None
-        try:
-            hidden = shared_prefix_forward(self.backbone, input_ids, attention_mask, prefix_length,
-                                           groups).last_hidden_state  # (B, T - prefix_length, H)
-        except PrefixNotShared:
+        output = forward_sharing_prefix(self.backbone, input_ids, attention_mask, prefix_length)
+        if output is None:
             return None
+        hidden = output.last_hidden_state  # (B, T - prefix_length, H)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return self.head(hidden[rows, last - prefix_length]).squeeze(-1).float()  # (B,)
 

@@ -75,6 +75,19 @@ def shared_prefix_forward(model, input_ids: torch.Tensor, attention_mask: torch.
     return output
 
 
+def forward_sharing_prefix(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_length: int,
+                           **kwargs):
+    """``shared_prefix_forward`` where it applies (``prefix_groups``) and the model can run it; None
+    otherwise, and the caller runs its ordinary full forward."""
+    groups = prefix_groups(model, input_ids, attention_mask, prefix_length)
+    if groups is None:
+        return None
+    try:
+        return shared_prefix_forward(model, input_ids, attention_mask, prefix_length, groups, **kwargs)
+    except PrefixNotShared:
+        return None
+
+
 def prefix_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_length: int,
                  groups: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """The KV cache of every row's first ``prefix_length`` columns, computed once per distinct prefix,

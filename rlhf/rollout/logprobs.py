@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from rlhf.models.positions import position_ids_from_mask
-from rlhf.models.shared_prefix import PrefixNotShared, prefix_groups, shared_prefix_forward
+from rlhf.models.shared_prefix import forward_sharing_prefix
 from rlhf.rl_math import select
 
 
@@ -41,15 +41,10 @@ def response_logits(model, query_responses: torch.Tensor, attention_mask: torch.
     Rows that repeat a prompt (GRPO's groups) run it once (rlhf/models/shared_prefix.py): all of it
     but its last token, whose position predicts response token 0 and so runs with the responses."""
     R = query_responses.shape[1] - prompt_length
-    logits = None
-    groups = prefix_groups(model, query_responses, attention_mask, prompt_length - 1)
-    if groups is not None:
-        try:
-            logits = shared_prefix_forward(model, query_responses[:, :-1], attention_mask[:, :-1], prompt_length - 1,
-                                           groups).logits  # (B, R, V)
-        except PrefixNotShared:
-            logits = None
-    if logits is None:
+    shared = forward_sharing_prefix(model, query_responses[:, :-1], attention_mask[:, :-1], prompt_length - 1)
+    if shared is not None:
+        logits = shared.logits  # (B, R, V)
+    else:
         logits = model(
             input_ids=query_responses, attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=R + 1,
